@@ -1,0 +1,126 @@
+"""Python attributes a forward reads to build shapes (``num_heads``, ``head_dim``,
+``all_head_size``, ``split_size``, ``nf``): find the ones a plan makes stale.
+
+After pruning, a ``view(B, N, self.num_heads, self.head_dim)`` must see new numbers. For every
+recorded reshape/split whose target size changes, we look for an int attribute with the old
+value in the module that made the call (and its parents) and plan to set the new value.
+Where the Python call passed ``-1`` (or a size read from the tensor), nothing is needed.
+Execution re-traces the model afterwards, so anything missed is caught and rolled back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from torch import nn
+
+from .graph import Call, Graph, Node, Ref
+
+_HINT = re.compile(r"head|dim|size|channel|feature|embed|hidden|width|group|split|attn|inner|"
+                   r"^nf$|^nx$|^n_|num_|shape|planes|ratio|heads", re.I)
+_SHAPE_OPS = {"view", "_unsafe_view", "reshape", "expand", "_reshape_alias", "view_copy",
+              "expand_copy", "new_zeros", "new_ones", "new_empty", "new_full"}
+
+
+def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple]) -> list[tuple[int, int, int]]:
+    """(position, old, new) for the int arguments of a call that the new shapes change."""
+    packet = call.packet
+    out = call.outputs[0] if call.outputs else None
+    if packet in _SHAPE_OPS and len(call.args) > 1 and out is not None:
+        target = call.args[1]
+        if not isinstance(target, (list, tuple)):
+            return []
+        new = shapes.get(out, graph.values[out].shape)
+        if len(new) != len(target):
+            return []
+        return [(i, int(o), int(n)) for i, (o, n) in enumerate(zip(target, new))
+                if isinstance(o, int) and o != -1 and o != n]
+    if packet in ("split", "split_copy") and len(call.args) > 1 and isinstance(call.args[1], int):
+        src = call.args[0]
+        dim = call.args[2] if len(call.args) > 2 else 0
+        first = call.outputs[0]
+        nd = len(graph.values[first].shape)
+        old = call.args[1]
+        new = shapes.get(first, graph.values[first].shape)[dim % nd]
+        return [(0, int(old), int(new))] if old != new and isinstance(src, Ref) else []
+    if packet in ("split_with_sizes", "split_with_sizes_copy") and len(call.args) > 1:
+        dim = call.args[2] if len(call.args) > 2 else 0
+        res = []
+        for i, (o, v) in enumerate(zip(call.args[1], call.outputs)):
+            nd = len(graph.values[v].shape)
+            n = shapes.get(v, graph.values[v].shape)[dim % nd]
+            if o != n:
+                res.append((i, int(o), int(n)))
+        return res
+    if packet in ("native_layer_norm", "layer_norm") and len(call.args) > 1:
+        src = call.args[0]
+        norm = list(call.args[1])
+        if isinstance(src, Ref):
+            xs = shapes.get(src.value, graph.values[src.value].shape)
+            new = list(xs[len(xs) - len(norm):])
+            return [(i, int(o), int(n)) for i, (o, n) in enumerate(zip(norm, new)) if o != n]
+    return []
+
+
+def _scope_chain(node: Node) -> list[str]:
+    chain = []
+    if node.module:
+        chain.append(node.module)
+    scope = node.scope
+    for _ in range(3):
+        chain.append(scope)
+        if not scope:
+            break
+        scope = scope.rpartition(".")[0]
+    seen, out = set(), []
+    for c in chain:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def _candidates(module: nn.Module, old: int) -> list[tuple[str, object]]:
+    found = []
+    for attr, val in vars(module).items():
+        if attr.startswith("_") or isinstance(val, bool):
+            continue
+        if isinstance(val, int) and val == old:
+            found.append((attr, val))
+        elif isinstance(val, tuple) and old in val and all(isinstance(x, int) for x in val):
+            found.append((attr, val))
+    return found
+
+
+def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
+                      shapes: dict[int, tuple]) -> list[tuple[str, str, object, object]]:
+    """Planned ``(module, attr, old, new)`` updates for the given touched nodes."""
+    updates: dict[tuple[str, str], tuple[object, object]] = {}
+    for nid in nodes:
+        node = graph.nodes[nid]
+        for call in node.calls:
+            for pos, old, new in _changed_ints(call, graph, shapes):
+                if node.py_ints and old not in node.py_ints:
+                    continue  # computed by torch from the tensor itself: adapts on its own
+                if node.py_ints and -1 in node.py_ints and call.packet in _SHAPE_OPS:
+                    py = node.py_ints
+                    if len(py) == len(call.args[1]) and py[pos] == -1:
+                        continue
+                for scope in _scope_chain(node):
+                    try:
+                        module = model.get_submodule(scope) if scope else model
+                    except AttributeError:
+                        continue
+                    hits = [(a, v) for a, v in _candidates(module, old) if _HINT.search(a)]
+                    if not hits:
+                        continue
+                    for attr, val in hits:
+                        key = (scope, attr)
+                        if key in updates:
+                            continue
+                        newval = new if isinstance(val, int) else tuple(
+                            new if x == old else x for x in val)
+                        updates[key] = (val, newval)
+                    break
+    return [(m, a, o, n) for (m, a), (o, n) in updates.items()]

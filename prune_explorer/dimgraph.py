@@ -1,0 +1,284 @@
+"""The dim graph: one vertex per (tensor, dim) that channels can flow through, and the
+relations the op rules declared between them.
+
+A plan is a set of pruned indices per vertex, closed under every relation (see
+``propagation``). This module only builds the structure and answers static questions:
+which reader of a tensor handles which dim, which output dims a producer can shrink, and
+which dims are *fixed* (batch, spatial, model inputs and outputs) and so can never be pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import index_mapping as im
+from .graph import ACTIVATION, CONSTANT, INPUT, NODE_INPUT, NODE_OUTPUT, Graph, Node, Ref
+from .op_rules import RuleContext, rule_for
+
+
+@dataclass
+class MapRel:
+    a: int
+    b: int
+    owner: im.OwnerMap | None  # b[i] <- a[owner[i]]; None: identity
+    node: str
+    why: str
+
+
+@dataclass
+class BlockRel:
+    left: list[int]
+    right: list[int]
+    node: str
+    why: str
+
+
+@dataclass
+class AbsorbRel:
+    v: int
+    node: str
+    why: str
+
+
+@dataclass
+class Virtual:
+    """A dim that is no tensor's: the groups of a grouped conv, the heads of an opaque
+    attention layer. ``attr`` names the module attribute that counts it (``groups``)."""
+
+    node: str
+    module: str | None
+    name: str
+    attr: str | None
+    fixed: bool
+    handler: Any = None  # opaque layers: what exec calls with the pruned indices
+
+
+@dataclass
+class DimGraph:
+    graph: Graph
+    size: list[int] = field(default_factory=list)
+    key: list[Any] = field(default_factory=list)
+    vertex_of: dict[tuple, int] = field(default_factory=dict)
+    virtuals: dict[int, Virtual] = field(default_factory=dict)
+    rels: list[Any] = field(default_factory=list)
+    adj: list[list[int]] = field(default_factory=list)
+    handled: dict[int, set] = field(default_factory=dict)  # vertex -> call keys handling it
+    cover: dict[int, Any] = field(default_factory=dict)  # vertex -> True | bool mask
+    readers: dict[int, list[tuple]] = field(default_factory=dict)  # value -> call keys
+    producer_call: dict[int, tuple] = field(default_factory=dict)  # value -> call key
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (node id, op) with no rule
+    fixed: np.ndarray | None = None
+    _head_like: np.ndarray | None = None
+
+    # ---- construction -----------------------------------------------------------------------
+    def _new_vertex(self, key, size: int) -> int:
+        vid = len(self.size)
+        self.size.append(int(size))
+        self.key.append(key)
+        self.adj.append([])
+        return vid
+
+    def vertex(self, value: int, dim: int) -> int:
+        k = (value, dim)
+        vid = self.vertex_of.get(k)
+        if vid is None:
+            vid = self._new_vertex(k, self.graph.values[value].shape[dim])
+            self.vertex_of[k] = vid
+        return vid
+
+    def virtual(self, key, size, node: Node, attr, fixed, handler=None) -> int:
+        k = ("virtual",) + tuple(key)
+        vid = self.vertex_of.get(k)
+        if vid is None:
+            vid = self._new_vertex(k, size)
+            self.vertex_of[k] = vid
+            self.virtuals[vid] = Virtual(node.id, node.module, key[-1], attr, fixed, handler)
+        return vid
+
+    def _touch(self, v: int, ctx: RuleContext, owner_cover=None) -> None:
+        key = self.key[v]
+        if key[0] == "virtual":
+            return
+        value = key[0]
+        if value in ctx._inputs:
+            self.handled.setdefault(v, set()).add(ctx.key)
+        if value in ctx._outputs:
+            if owner_cover is None:
+                self.cover[v] = True
+            else:
+                prev = self.cover.get(v)
+                if prev is not True:
+                    self.cover[v] = owner_cover if prev is None else (prev | owner_cover)
+
+    def add_map(self, a: int, b: int, owner, ctx: RuleContext, why: str) -> None:
+        if owner is not None and owner.owner is None:
+            owner = None
+        ri = len(self.rels)
+        self.rels.append(MapRel(a, b, owner, ctx.node.id, why))
+        self.adj[a].append(ri)
+        if b != a:
+            self.adj[b].append(ri)
+        self._touch(a, ctx, None if owner is None else _a_cover(owner))
+        self._touch(b, ctx, None if owner is None else owner.covered())
+
+    def add_block(self, left: list[int], right: list[int], ctx: RuleContext, why: str) -> None:
+        if im.product_size([self.size[v] for v in left]) != im.product_size(
+                [self.size[v] for v in right]):
+            return
+        ri = len(self.rels)
+        self.rels.append(BlockRel(list(left), list(right), ctx.node.id, why))
+        for v in set(left) | set(right):
+            self.adj[v].append(ri)
+            self._touch(v, ctx)
+
+    def add_absorb(self, v: int, ctx: RuleContext, why: str) -> None:
+        ri = len(self.rels)
+        self.rels.append(AbsorbRel(v, ctx.node.id, why))
+        self.adj[v].append(ri)
+        self._touch(v, ctx)
+
+    # ---- static questions ---------------------------------------------------------------------
+    def value_dim(self, v: int) -> tuple[int, int] | None:
+        key = self.key[v]
+        return None if key[0] == "virtual" else key
+
+    def compute_fixed(self) -> None:
+        """Dims that can never lose an index: model inputs and outputs, constants, dims no
+        producer can shrink (conv spatial dims), and dims some reader cannot follow."""
+        n = len(self.size)
+        fixed = np.zeros(n, dtype=bool)
+        outputs = set(self.graph.outputs)
+        for v in range(n):
+            key = self.key[v]
+            if key[0] == "virtual":
+                fixed[v] = self.virtuals[v].fixed
+                continue
+            value = self.graph.values[key[0]]
+            if value.kind in (INPUT, CONSTANT) or value.id in outputs:
+                fixed[v] = True
+            elif value.kind == ACTIVATION and v not in self.cover:
+                fixed[v] = True
+            elif any(r not in self.handled.get(v, ()) for r in self.readers.get(value.id, ())):
+                fixed[v] = True
+        # spread along identities, and across reshapes whose whole other side is fixed
+        changed = True
+        while changed:
+            changed = False
+            for rel in self.rels:
+                if isinstance(rel, MapRel) and rel.owner is None:
+                    if fixed[rel.a] != fixed[rel.b]:
+                        fixed[rel.a] = fixed[rel.b] = True
+                        changed = True
+                elif isinstance(rel, BlockRel):
+                    for side, other in ((rel.left, rel.right), (rel.right, rel.left)):
+                        if all(fixed[x] for x in side) and not all(fixed[x] for x in other):
+                            for x in other:
+                                fixed[x] = True
+                            changed = True
+        self.fixed = fixed
+
+
+    def head_like(self) -> np.ndarray:
+        """Dims that index attention heads: batch dims of a batched matmul or attention op,
+        followed through identities and from a merged dim into its factors."""
+        if self._head_like is not None:
+            return self._head_like
+        n = len(self.size)
+        heads = np.zeros(n, dtype=bool)
+        stack = []
+        for rel in self.rels:
+            if isinstance(rel, MapRel) and rel.owner is None and rel.why in (
+                    "batched matmul batch", "attention batch/heads"):
+                for x in (rel.a, rel.b):
+                    if not heads[x] and not self.fixed[x]:
+                        heads[x] = True
+                        stack.append(x)
+        for vid, vi in self.virtuals.items():
+            if vi.name == "heads" and not heads[vid]:
+                heads[vid] = True
+                stack.append(vid)
+        while stack:
+            x = stack.pop()
+            for ri in self.adj[x]:
+                rel = self.rels[ri]
+                nxt = []
+                if isinstance(rel, MapRel) and (rel.owner is None or rel.why ==
+                                                "grouped-query attention"):
+                    nxt = [rel.b if rel.a == x else rel.a]
+                elif isinstance(rel, BlockRel):
+                    for small, big in ((rel.left, rel.right), (rel.right, rel.left)):
+                        if small == [x] and len(big) > 1:
+                            nxt = list(big)
+                for y in nxt:
+                    if not heads[y] and not self.fixed[y]:
+                        heads[y] = True
+                        stack.append(y)
+        self._head_like = heads
+        return heads
+
+
+def _a_cover(owner: im.OwnerMap) -> np.ndarray:
+    mask = np.zeros(owner.size_a, dtype=bool)
+    o = owner.owner
+    mask[o[o >= 0]] = True
+    return mask
+
+
+OpaqueRelations = Callable[[RuleContext, Any], None]
+
+
+def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelations | None]
+                    ) -> DimGraph:
+    """Apply the op rules to every recorded call (and the registry to opaque layers)."""
+    dg = DimGraph(graph)
+    for node in graph.nodes.values():
+        if node.kind in (NODE_INPUT, NODE_OUTPUT):
+            if node.kind == NODE_OUTPUT:
+                for v in node.inputs:
+                    dg.readers.setdefault(v, []).append((node.id, -1))
+            continue
+        if node.opaque:
+            key = (node.id, -1)
+            for v in node.inputs:
+                dg.readers.setdefault(v, []).append(key)
+            for v in node.outputs:
+                dg.producer_call[v] = key
+            ctx = RuleContext(dg, node, None, key)
+            ctx._inputs = set(node.inputs)
+            ctx._outputs = set(node.outputs)
+            fn = opaque_relations(node)
+            if fn is None:
+                dg.unknown.append((node.id, node.type))
+            else:
+                fn(ctx)
+            continue
+        for ci, call in enumerate(node.calls):
+            key = (node.id, ci)
+            ins = set(call.tensor_args())
+            outs = {o for o in call.outputs if o is not None}
+            for v in ins:
+                dg.readers.setdefault(v, []).append(key)
+            for v in outs:
+                dg.producer_call[v] = key
+            fn = rule_for(call.op)
+            if fn is None:
+                if ins:
+                    dg.unknown.append((node.id, call.op))
+                continue
+            ctx = RuleContext(dg, node, call, key)
+            ctx._inputs = ins
+            ctx._outputs = outs
+            try:
+                fn(ctx)
+            except Exception:  # a rule that cannot read this call: treat the op as unknown
+                dg.unknown.append((node.id, call.op))
+    # readers inside one node that read a value produced by the same node are internal calls;
+    # they are still readers (a later call must handle what an earlier one produced).
+    dg.compute_fixed()
+    return dg
+
+
+__all__ = ["DimGraph", "MapRel", "BlockRel", "AbsorbRel", "Virtual", "build_dim_graph", "Ref"]

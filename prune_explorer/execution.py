@@ -1,0 +1,110 @@
+"""Executing a plan: cut tensors, update size attributes, and undo everything on failure.
+
+``Snapshot`` keeps the old tensors (exec swaps ``.data``, never copies the model), so restoring
+is exact and cheap. The executed plan's actions are appended to the model's history, which
+travels with the model (``tp.save`` writes it; ``tp.load`` replays it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .plan import Actions, PruningPlan
+from .pruners import prune_tensor, sync_layer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dependency import DependencyGraph
+    from .layers import LayerRegistry
+
+HISTORY_ATTR = "_prune_explorer_history"
+
+
+def _tensor(model: nn.Module, name: str) -> torch.Tensor:
+    owner, _, attr = name.rpartition(".")
+    m = model.get_submodule(owner) if owner else model
+    t = m._parameters.get(attr)
+    if t is None:
+        t = m._buffers.get(attr)
+    if t is None:
+        raise KeyError(f"{name} is not a parameter or buffer of the model")
+    return t
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name) if name else model
+
+
+class Snapshot:
+    """Everything ``apply_actions`` may change, kept so that ``restore`` undoes it exactly."""
+
+    def __init__(self, model: nn.Module, actions: Actions, dgraph: "DependencyGraph | None" = None):
+        self.model = model
+        self.tensors = []
+        seen = set()
+        modules = set(actions.sync) | {m for m, _a, _n in actions.counts} | {
+            m for m, _a, _o, _n in actions.ints} | {m for m, _s in actions.opaque}
+        for name, _dim, _idx in actions.cuts:
+            t = _tensor(model, name)
+            if id(t) not in seen:
+                seen.add(id(t))
+                self.tensors.append((t, t.data, t.grad if isinstance(t, nn.Parameter) else None))
+        for mname, _s in actions.opaque:
+            m = _module(model, mname)
+            for t in list(m.parameters()) + list(m.buffers()):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    self.tensors.append((t, t.data, t.grad if isinstance(t, nn.Parameter) else None))
+        self.attrs = []
+        for mname in modules:
+            m = _module(model, mname)
+            for sub in m.modules():
+                state = {k: v for k, v in sub.__dict__.items() if not k.startswith("_")}
+                self.attrs.append((sub, state, dict(sub._parameters), dict(sub._buffers)))
+
+    def restore(self) -> None:
+        for t, data, grad in self.tensors:
+            t.data = data
+            if isinstance(t, nn.Parameter):
+                t.grad = grad
+        for sub, state, params, buffers in self.attrs:
+            for k in [k for k in sub.__dict__ if not k.startswith("_") and k not in state]:
+                del sub.__dict__[k]
+            sub.__dict__.update(state)
+            sub._parameters.clear()
+            sub._parameters.update(params)
+            sub._buffers.clear()
+            sub._buffers.update(buffers)
+
+
+def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry") -> None:
+    """Perform a plan's actions on ``model`` (no validation, no rollback: see ``execute``)."""
+    for name, dim, idxs in actions.cuts:
+        prune_tensor(_tensor(model, name), dim, idxs)
+    for mname, attr, removed in actions.counts:
+        m = _module(model, mname)
+        setattr(m, attr, getattr(m, attr) - removed)
+    for mname, sets in actions.opaque:
+        m = _module(model, mname)
+        spec = registry.lookup(m)
+        spec.prune(m, sets, False)
+    for mname, attr, _old, new in actions.ints:
+        setattr(_module(model, mname), attr, new)
+    for mname in actions.sync:
+        sync_layer(_module(model, mname))
+
+
+def record_history(model: nn.Module, plan: PruningPlan, kind: str = "plan") -> None:
+    history = model.__dict__.setdefault(HISTORY_ATTR, [])
+    history.append({"kind": kind, "root": plan.root, "side": plan.side,
+                    "idxs": [int(i) for i in plan.idxs][:4096],
+                    "params_removed": int(plan.params_removed),
+                    "macs_removed": int(plan.macs_removed),
+                    "actions": plan.actions.to_dict()})
+
+
+def history_of(model: nn.Module) -> list[dict]:
+    """The executed plans of this model, oldest first (plain JSON-able dicts)."""
+    return list(model.__dict__.get(HISTORY_ATTR, []))

@@ -1,0 +1,124 @@
+"""The traced graph: plain, frozen data that every later stage reads.
+
+A ``Graph`` has *values* (tensors, with their shapes) and *nodes* (layers and ops). Each node
+keeps the ATen calls it was made of, with tensor arguments replaced by ``Ref`` (a value id), so
+index mapping, metrics and rendering never need the model or autograd again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+# Value kinds
+ACTIVATION = "activation"
+INPUT = "input"
+PARAM = "param"
+BUFFER = "buffer"
+CONSTANT = "constant"
+
+# Node kinds
+NODE_INPUT = "input"
+NODE_LAYER = "layer"  # a module that owns parameters (conv1, bn1, ...)
+NODE_OP = "op"  # an op or a parameter-free module (relu, add, flatten, ...)
+NODE_OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor argument of a recorded call: the id of the value it was."""
+
+    value: int
+
+
+@dataclass(frozen=True)
+class Value:
+    id: int
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str = ACTIVATION
+    name: str | None = None  # qualified name for params, buffers and inputs
+    producer: str | None = None  # node id of the producer (activations)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ATen op as it ran: ``op`` is e.g. ``"aten.view.default"``."""
+
+    op: str
+    args: tuple
+    kwargs: dict
+    outputs: tuple  # value ids (or None for non-tensor outputs), flattened
+    macs: int = 0
+
+    @property
+    def packet(self) -> str:
+        """``aten.view.default`` -> ``view``."""
+        parts = self.op.split(".")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    def tensor_args(self) -> Iterator[int]:
+        yield from _refs(self.args)
+        yield from _refs(tuple(self.kwargs.values()))
+
+
+def _refs(obj: Any) -> Iterator[int]:
+    if isinstance(obj, Ref):
+        yield obj.value
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _refs(item)
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: str
+    type: str  # "Conv2d", "add", "ReLU", ...
+    scope: str  # qualified name of the enclosing module ("" for the model itself)
+    module: str | None = None  # qualified module name, for module nodes
+    inputs: tuple[int, ...] = ()
+    outputs: tuple[int, ...] = ()
+    calls: tuple[Call, ...] = ()
+    opaque: bool = False  # relations come from the layer registry, not from ATen calls
+    call_index: int = 0  # > 0 when a module is called more than once
+    arg_names: tuple[str, ...] = ()  # opaque nodes: the argument each input was ("arg0", "key")
+    py_ints: tuple = ()  # op nodes: the int arguments of the Python call (view(B, -1, 64))
+
+    @property
+    def label(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: dict[str, Node]
+    values: dict[int, Value]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    module_nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module -> node ids
+    param_values: dict[str, int] = field(default_factory=dict)  # param/buffer name -> value id
+    uncalled_modules: tuple[str, ...] = ()
+    fingerprint: tuple = ()
+
+    def consumers(self) -> dict[int, list[str]]:
+        """value id -> node ids that read it (computed on demand)."""
+        out: dict[int, list[str]] = {}
+        for node in self.nodes.values():
+            for v in node.inputs:
+                out.setdefault(v, []).append(node.id)
+        return out
+
+    def layer_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == NODE_LAYER]
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for n in self.nodes.values():
+            kinds[n.kind] = kinds.get(n.kind, 0) + 1
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+        return f"Graph({parts}, values={len(self.values)})"

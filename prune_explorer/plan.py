@@ -1,0 +1,148 @@
+"""PruningPlan: the ordered steps of one prune, what each removes, and why it is there.
+
+A plan is computed entirely before anything changes: it lists every coupled layer with its
+mapped indices, the parameters and MACs each step removes, and the path (in words) that
+couples it to the root. ``exec()`` then performs exactly that, transactionally.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dependency import DependencyGraph
+
+# roles, as the explorer colours them
+ROLE_ROOT = "root"
+ROLE_OUT = "out"  # output channels pruned (weight rows)
+ROLE_IN = "in"  # input channels pruned (weight columns)
+ROLE_PASS = "pass"  # an op the channels flow through
+
+
+@dataclass
+class Step:
+    target: str  # module name, parameter name, or op node id
+    kind: str  # "out" | "in" | "param" | "opaque" | "pass"
+    fn: str  # classic function name (prune_conv, prune_batchnorm, ...)
+    idxs: list[int]
+    params: int = 0  # parameters this step removes
+    macs: int = 0  # MACs this step removes
+    trigger: str = ""  # fn of the step that led here
+    why: str = ""
+    module_repr: str = ""
+    nodes: tuple[str, ...] = ()  # graph nodes this step highlights
+    role: str = ROLE_PASS
+
+    def dep_str(self) -> str:
+        name = f"{self.target} ({self.module_repr})" if self.module_repr else self.target
+        return f"<DEP: {self.trigger or self.fn} => {self.fn} on {name}>"
+
+    def __str__(self) -> str:
+        return f"[ {self.dep_str()}, Index={self.idxs}, NumPruned={self.params}]"
+
+
+@dataclass
+class Actions:
+    """Exactly what exec changes (also what the history records and replays)."""
+
+    cuts: list[tuple[str, int, list[int]]] = field(default_factory=list)  # tensor, dim, idxs
+    counts: list[tuple[str, str, int]] = field(default_factory=list)  # module, attr, removed
+    opaque: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    ints: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # module, attr, old, new
+    sync: list[str] = field(default_factory=list)  # modules whose size attributes to refresh
+
+    def to_dict(self) -> dict:
+        return {"cuts": [list(c) for c in self.cuts], "counts": [list(c) for c in self.counts],
+                "opaque": [[m, {k: list(v) for k, v in s.items()}] for m, s in self.opaque],
+                "ints": [[m, a, _jsonable(o), _jsonable(n)] for m, a, o, n in self.ints],
+                "sync": list(self.sync)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Actions":
+        return cls(cuts=[(t, int(dim), [int(i) for i in idxs]) for t, dim, idxs in d["cuts"]],
+                   counts=[(m, a, int(n)) for m, a, n in d["counts"]],
+                   opaque=[(m, {k: [int(i) for i in v] for k, v in s.items()})
+                           for m, s in d["opaque"]],
+                   ints=[(m, a, _unjson(o), _unjson(n)) for m, a, o, n in d["ints"]],
+                   sync=list(d["sync"]))
+
+
+def _jsonable(x):
+    return list(x) if isinstance(x, tuple) else x
+
+
+def _unjson(x):
+    return tuple(x) if isinstance(x, list) else x
+
+
+class PruningPlan:
+    """The previewed prune. Iterate ``steps``; ``params_removed`` and ``macs_removed`` are
+    exact predictions that ``exec()`` then realises."""
+
+    def __init__(self, dg: "DependencyGraph", root: str, side: str, idxs: list[int],
+                 steps: list[Step], actions: Actions, params_removed: int, macs_removed: int,
+                 problems: list, highlighted: dict[str, dict], groups: int = 1):
+        self._dg = dg
+        self.root = root
+        self.side = side
+        self.idxs = idxs
+        self.steps = steps
+        self.actions = actions
+        self.params_removed = params_removed
+        self.macs_removed = macs_removed
+        self.problems = problems
+        self.highlighted = highlighted
+        self.groups = groups
+        self.executed = False
+
+    # classic API ------------------------------------------------------------------------------
+    @property
+    def plan(self) -> list[tuple[Step, list[int]]]:
+        return [(s, s.idxs) for s in self.steps]
+
+    def exec(self, dry_run: bool = False, verify: bool = True) -> int:
+        """Prune the model. Returns the number of parameters removed. On any failure the model
+        is restored exactly and ``PlanExecutionError`` is raised."""
+        if dry_run:
+            return self.params_removed
+        return self._dg.execute(self, verify=verify)
+
+    def __str__(self) -> str:
+        lines = ["", "-------------"]
+        for s in self.steps:
+            lines.append(str(s))
+        lines.append(f"{self.params_removed} parameters will be pruned")
+        lines.append("-------------")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return (f"<PruningPlan root={self.root} ({self.side}) idxs={len(self.idxs)} "
+                f"steps={len(self.steps)} params=-{self.params_removed} macs=-{self.macs_removed}>")
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.plan)
+
+    @property
+    def is_valid(self) -> bool:
+        return not self.problems
+
+    @property
+    def layer_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.kind != "pass"]
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root, "side": self.side, "idxs": list(self.idxs),
+            "params_removed": self.params_removed, "macs_removed": self.macs_removed,
+            "steps": [asdict(s) | {"nodes": list(s.nodes)} for s in self.steps],
+            "actions": self.actions.to_dict(),
+            "problems": [p.message for p in self.problems],
+        }
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)

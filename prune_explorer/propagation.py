@@ -1,0 +1,245 @@
+"""Closure of a pruning request over the dim graph: iterative, monotone, and explained.
+
+Starting from seed indices on some vertices, every relation is applied until nothing grows:
+owner maps forward and backward, reshapes (blocks) through ``index_mapping.decompose``. Each
+vertex remembers the relation that first reached it, so a plan can say *why* a layer is
+coupled. Then every pruned vertex is checked: its producer must be able to shrink it, and
+every op that reads it must know how to follow it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import index_mapping as im
+from .dimgraph import AbsorbRel, BlockRel, DimGraph, MapRel
+from .graph import BUFFER, CONSTANT, INPUT, PARAM
+
+
+@dataclass
+class Problem:
+    """Why a closure cannot be executed. ``node`` is the op or layer to blame."""
+
+    kind: str  # "all-channels" | "unsupported-op" | "fixed-dim" | "model-input" | ...
+    node: str | None
+    message: str
+    vertex: int | None = None
+
+
+@dataclass
+class Closure:
+    dg: DimGraph
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    parent: dict[int, tuple[int, int] | None] = field(default_factory=dict)  # v -> (prev, rel)
+    order: list[int] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    expanded: bool = False  # a reshape widened the request (heads, groups, shuffles)
+
+    def pruned(self, v: int) -> np.ndarray:
+        m = self.masks.get(v)
+        return np.zeros(0, dtype=im.INDEX) if m is None else np.nonzero(m)[0].astype(im.INDEX)
+
+    def count(self, v: int) -> int:
+        m = self.masks.get(v)
+        return 0 if m is None else int(m.sum())
+
+    def path(self, v: int) -> list[tuple[int, int]]:
+        """(vertex, relation) steps from the seed to ``v``."""
+        steps = []
+        seen = set()
+        while v is not None and v not in seen:
+            seen.add(v)
+            p = self.parent.get(v)
+            if p is None:
+                break
+            steps.append(p)
+            v = p[0]
+        return steps[::-1]
+
+
+def close(dg: DimGraph, seeds: dict[int, np.ndarray], *, allow_output_change: bool = False,
+          policy: str = "cheapest", max_steps: int = 2_000_000) -> Closure:
+    """Close ``seeds`` (vertex -> indices) under every relation.
+
+    ``policy`` decides how a reshape widens a request that is not made of whole slices:
+    ``"cheapest"`` adds the fewest elements, ``"heads"`` prefers whole attention heads,
+    ``"dims"`` prefers the same head_dim slots in every head.
+    """
+    cl = Closure(dg)
+    size = dg.size
+    masks = cl.masks
+    queue: deque = deque()
+
+    def add(v: int, idxs: np.ndarray, parent) -> None:
+        if len(idxs) == 0:
+            return
+        m = masks.get(v)
+        if m is None:
+            m = masks[v] = np.zeros(size[v], dtype=bool)
+            cl.order.append(v)
+            cl.parent[v] = parent
+        new = idxs[~m[idxs]]
+        if len(new):
+            m[new] = True
+            queue.append((v, new))
+
+    for v, idxs in seeds.items():
+        add(v, np.asarray(idxs, dtype=im.INDEX), None)
+
+    steps = 0
+    fixed = dg.fixed
+    while queue:
+        steps += 1
+        if steps > max_steps:  # pragma: no cover - a safety net, never seen
+            cl.problems.append(Problem("too-large", None, "the plan did not converge"))
+            break
+        v, delta = queue.popleft()
+        for ri in dg.adj[v]:
+            rel = dg.rels[ri]
+            if isinstance(rel, MapRel):
+                if rel.owner is None:
+                    add(rel.b if rel.a == v else rel.a, delta, (v, ri))
+                elif rel.a == v:
+                    add(rel.b, rel.owner.forward(delta), (v, ri))
+                if rel.owner is not None and rel.b == v:
+                    add(rel.a, rel.owner.inverse(delta), (v, ri))
+            elif isinstance(rel, BlockRel):
+                _apply_block(dg, rel, ri, v, masks, add, fixed, cl, policy)
+            elif isinstance(rel, AbsorbRel):
+                pass
+    _check(cl, allow_output_change)
+    return cl
+
+
+def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Closure,
+                 policy: str) -> None:
+    sides = (rel.left, rel.right)
+    elems = None
+    for side in sides:
+        sizes = [dg.size[x] for x in side]
+        m = im.element_mask(sizes, [None if masks.get(x) is None else np.nonzero(masks[x])[0]
+                                    for x in side])
+        elems = m if elems is None else (elems | m)
+    for side in sides:
+        sizes = [dg.size[x] for x in side]
+        expandable = [not fixed[x] for x in side]
+        prefer = None
+        if policy != "cheapest" and len(side) > 1:
+            heads = dg.head_like()
+            prefer = [bool(heads[x]) == (policy == "heads") for x in side]
+        try:
+            per_dim, widened = im.decompose(elems, sizes, expandable, prefer)
+        except ValueError:
+            cl.problems.append(Problem(
+                "fixed-dim", rel.node,
+                f"{rel.node} ({rel.why}) reshapes the pruned channels together with a dim that "
+                f"cannot be pruned (batch, spatial or a model input), so they cannot be removed "
+                f"as whole slices", v))
+            return
+        if widened.sum() > elems.sum():
+            cl.expanded = True
+            elems = widened
+        for x, idxs in zip(side, per_dim):
+            add(x, idxs, (v, ri))
+
+
+def _check(cl: Closure, allow_output_change: bool) -> None:
+    dg = cl.dg
+    graph = dg.graph
+    outputs = set(graph.outputs)
+    for v in cl.order:
+        m = cl.masks[v]
+        n = int(m.sum())
+        if n == 0:
+            continue
+        key = dg.key[v]
+        label = describe_vertex(dg, v)
+        if n >= dg.size[v]:
+            cl.problems.append(Problem(
+                "all-channels", _owner_node(dg, v),
+                f"the plan would remove all {dg.size[v]} entries of {label}; prune fewer "
+                f"channels so that every coupled layer keeps at least one", v))
+            continue
+        if key[0] == "virtual":
+            continue
+        value = graph.values[key[0]]
+        if value.kind == INPUT:
+            cl.problems.append(Problem(
+                "model-input", value.name,
+                f"the plan would change the model input `{value.name}` along dim {key[1]} "
+                f"(shape {list(value.shape)}); the channels coupled to it cannot be pruned", v))
+            continue
+        if value.kind == CONSTANT:
+            node = _reader_node(dg, value.id)
+            cl.problems.append(Problem(
+                "constant", node,
+                f"the plan would have to shrink a constant tensor of shape {list(value.shape)} "
+                f"used by {node} along dim {key[1]}; it is not a parameter or buffer", v))
+            continue
+        if value.id in outputs and not allow_output_change:
+            cl.problems.append(Problem(
+                "model-output", value.producer,
+                f"the plan would change the model output (shape {list(value.shape)}, produced "
+                f"by {value.producer}) along dim {key[1]}; add that layer to ignored_layers or "
+                f"pass allow_output_change=True", v))
+        if value.kind not in (PARAM, BUFFER):
+            cov = dg.cover.get(v)
+            if cov is None or (cov is not True and not cov[m].all()):
+                producer = dg.producer_call.get(value.id, (value.producer, -1))[0]
+                op = _op_name(dg, dg.producer_call.get(value.id))
+                cl.problems.append(Problem(
+                    "unsupported-op", producer,
+                    f"{producer} ({op}) produces {label}, and prune_explorer cannot shrink "
+                    f"its output along dim {key[1]} (it does not come from pruned channels)", v))
+                continue
+        for reader in dg.readers.get(value.id, ()):
+            if reader[1] == -1 and reader[0] == "output":
+                continue
+            if reader not in dg.handled.get(v, ()):
+                op = _op_name(dg, reader)
+                cl.problems.append(Problem(
+                    "unsupported-op", reader[0],
+                    f"{reader[0]} ({op}) reads {label} and prune_explorer does not know how "
+                    f"channels along dim {key[1]} map through {op}; add it to ignored_layers "
+                    f"or register a rule for it", v))
+                break
+
+
+def _op_name(dg: DimGraph, call_key) -> str:
+    if call_key is None:
+        return "unknown op"
+    node = dg.graph.nodes.get(call_key[0])
+    if node is None:
+        return "unknown op"
+    if call_key[1] < 0 or not node.calls:
+        return node.type
+    return node.calls[call_key[1]].op
+
+
+def _reader_node(dg: DimGraph, value: int) -> str | None:
+    readers = dg.readers.get(value)
+    return readers[0][0] if readers else None
+
+
+def _owner_node(dg: DimGraph, v: int) -> str | None:
+    key = dg.key[v]
+    if key[0] == "virtual":
+        return dg.virtuals[v].node
+    value = dg.graph.values[key[0]]
+    return value.name if value.kind in (PARAM, BUFFER) else value.producer
+
+
+def describe_vertex(dg: DimGraph, v: int) -> str:
+    key = dg.key[v]
+    if key[0] == "virtual":
+        vi = dg.virtuals[v]
+        return f"the {vi.name} of {vi.node}"
+    value = dg.graph.values[key[0]]
+    if value.kind in (PARAM, BUFFER):
+        return f"{value.name} (dim {key[1]} of {list(value.shape)})"
+    if value.kind == INPUT:
+        return f"input {value.name} (dim {key[1]})"
+    return f"the output of {value.producer} (dim {key[1]} of {list(value.shape)})"

@@ -1,0 +1,526 @@
+"""trace(model, example_inputs) -> Graph, from one forward pass.
+
+Every ATen op is recorded with its exact arguments (split sizes, view targets, dims) through a
+``TorchDispatchMode``; a ``TorchFunctionMode`` names them after the Python call the user wrote
+(``flatten``, ``chunk``, ``matmul``), and forward hooks group them into layer nodes. Nothing is
+guessed from autograd: the index maps later read the recorded arguments and shapes.
+
+The trace runs under ``torch.no_grad()``, leaves train/eval mode alone (so branches that only
+run in training are traced when the model is in training), restores buffers (BatchNorm running
+statistics) and the RNG state afterwards, and removes its hooks in ``finally``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from contextlib import ExitStack
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .errors import TracingError
+from .graph import (
+    ACTIVATION,
+    BUFFER,
+    CONSTANT,
+    INPUT,
+    NODE_INPUT,
+    NODE_LAYER,
+    NODE_OP,
+    NODE_OUTPUT,
+    PARAM,
+    Call,
+    Graph,
+    Node,
+    Ref,
+    Value,
+)
+
+try:  # FLOP formulas PyTorch ships for convolutions, matmuls and attention
+    from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
+except Exception:  # pragma: no cover - very old torch
+    _FLOP_REGISTRY = {}
+
+# Python-level functions that only read metadata: never worth a frame.
+_METADATA_FUNCS = {"__get__", "size", "dim", "numel", "is_contiguous", "_set_grad_enabled", "stride",
+                   "__len__", "data_ptr", "element_size", "is_floating_point", "is_complex",
+                   "__format__", "__repr__", "__bool__", "__index__", "__int__", "__float__",
+                   "__hash__", "get_device", "untyped_storage", "storage_offset", "has_names",
+                   "is_nonzero", "__iter__", "__reversed__", "_is_view", "__dlpack__"}
+
+_DUNDER_NAMES = {"__add__": "add", "__radd__": "add", "__iadd__": "add_", "__sub__": "sub",
+                 "__rsub__": "sub", "__isub__": "sub_", "__mul__": "mul", "__rmul__": "mul",
+                 "__imul__": "mul_", "__truediv__": "div", "__rtruediv__": "div",
+                 "__itruediv__": "div_", "__matmul__": "matmul", "__rmatmul__": "matmul",
+                 "__getitem__": "getitem", "__setitem__": "setitem", "__neg__": "neg",
+                 "__pow__": "pow", "__rpow__": "pow", "__floordiv__": "floordiv",
+                 "__mod__": "mod", "__and__": "and", "__or__": "or", "__eq__": "eq",
+                 "__ne__": "ne", "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge",
+                 "__invert__": "invert", "__abs__": "abs"}
+
+
+def normalize_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    """A tensor, a tuple/list of positional args, or a dict of keyword args -> (args, kwargs)."""
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+def iter_tensors(obj: Any, _depth: int = 0):
+    """Tensors inside nested tuples/lists/dicts/dataclasses (HF ModelOutput is a dict)."""
+    if _depth > 8:
+        return
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from iter_tensors(v, _depth + 1)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from iter_tensors(v, _depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from iter_tensors(getattr(obj, f.name, None), _depth + 1)
+
+
+def describe_inputs(example_inputs: Any) -> str:
+    args, kwargs = normalize_inputs(example_inputs)
+
+    def one(x):
+        if isinstance(x, torch.Tensor):
+            return f"Tensor({str(x.dtype).replace('torch.', '')}, {list(x.shape)}, {x.device})"
+        return type(x).__name__
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts) or "nothing"
+
+
+def model_fingerprint(model: nn.Module) -> tuple:
+    """Shapes of every parameter and buffer: cheap, and changes whenever a layer is resized."""
+    return tuple((n, tuple(p.shape)) for n, p in itertools.chain(
+        model.named_parameters(), model.named_buffers()))
+
+
+def _shape_of(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(s) for s in t.shape)
+
+
+def _dtype_of(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+class _Frame:
+    """A node under construction: a module call, or a Python-level torch call."""
+
+    __slots__ = ("kind", "name", "type", "scope", "module", "calls", "produced", "inputs",
+                 "node_id", "opaque", "fn_ints", "call_index", "arg_names")
+
+    def __init__(self, kind, name, type_, scope, module=None, opaque=False, call_index=0):
+        self.kind = kind  # "layer" | "op"
+        self.name = name
+        self.type = type_
+        self.scope = scope
+        self.module = module
+        self.opaque = opaque
+        self.calls: list[Call] = []
+        self.produced: list[int] = []
+        self.inputs: list[int] = []
+        self.node_id: str | None = None
+        self.fn_ints: tuple = ()
+        self.call_index = call_index
+        self.arg_names: list[str] = []
+
+
+class _Recorder:
+    def __init__(self, model: nn.Module, is_opaque: Callable[[nn.Module], bool]):
+        self.model = model
+        self.module_names = {id(m): n for n, m in model.named_modules()}
+        self.param_names = {id(p): n for n, p in model.named_parameters()}
+        self.buffer_names = {id(b): n for n, b in model.named_buffers()}
+        self.is_opaque = is_opaque
+        self.leaf_kind: dict[int, str | None] = {}
+        for name, m in model.named_modules():
+            has_children = next(iter(m.children()), None) is not None
+            if is_opaque(m):
+                self.leaf_kind[id(m)] = "opaque"
+            elif not has_children:
+                has_params = next(iter(m.parameters(recurse=False)), None) is not None
+                self.leaf_kind[id(m)] = NODE_LAYER if has_params else NODE_OP
+            else:
+                self.leaf_kind[id(m)] = None
+        self.values: dict[int, Value] = {}
+        self.tensor_ids: dict[int, int] = {}  # id(tensor) -> value id
+        self.keepalive: list[torch.Tensor] = []  # so that id() values are never reused
+        self.nodes: dict[str, Node] = {}
+        self.used_ids: set[str] = set()
+        self.module_calls: dict[str, list[str]] = {}
+        self.scope_stack: list[str] = []
+        self.frames: list[_Frame] = []  # active grouping frames
+        self.leaf_depth = 0
+        self.opaque_depth = 0
+        self.next_value = 0
+        self.call_counts: dict[str, int] = {}
+        self.fn_depth = 0
+        self.error_scope: str | None = None
+
+    # ---- values -------------------------------------------------------------------------
+    def new_value(self, t: torch.Tensor, kind: str, name: str | None = None,
+                  producer: str | None = None) -> int:
+        vid = self.next_value
+        self.next_value += 1
+        self.values[vid] = Value(vid, _shape_of(t), _dtype_of(t), kind, name, producer)
+        self.tensor_ids[id(t)] = vid
+        self.keepalive.append(t)
+        return vid
+
+    def value_of(self, t: torch.Tensor) -> int:
+        vid = self.tensor_ids.get(id(t))
+        if vid is not None:
+            return vid
+        if id(t) in self.param_names:
+            return self.new_value(t, PARAM, self.param_names[id(t)])
+        if id(t) in self.buffer_names:
+            return self.new_value(t, BUFFER, self.buffer_names[id(t)])
+        return self.new_value(t, CONSTANT)
+
+    # ---- ids ----------------------------------------------------------------------------
+    def unique_id(self, base: str) -> str:
+        if base not in self.used_ids:
+            self.used_ids.add(base)
+            return base
+        for k in itertools.count(1):
+            cand = f"{base}_{k}"
+            if cand not in self.used_ids:
+                self.used_ids.add(cand)
+                return cand
+        raise AssertionError
+
+    @property
+    def scope(self) -> str:
+        return self.scope_stack[-1] if self.scope_stack else ""
+
+    # ---- module hooks -------------------------------------------------------------------
+    def pre_hook(self, module, args, kwargs):
+        name = self.module_names.get(id(module))
+        if name is None:
+            return None
+        kind = self.leaf_kind.get(id(module))
+        if self.leaf_depth or self.opaque_depth:
+            # inside a leaf: nested calls belong to it
+            if kind is not None:
+                self.leaf_depth += 1
+            return None
+        if kind is None:
+            self.scope_stack.append(name)
+            return None
+        k = self.call_counts.get(name, 0)
+        self.call_counts[name] = k + 1
+        node_id = self.unique_id(name if k == 0 else f"{name}:{k}")
+        frame = _Frame(NODE_LAYER if kind in (NODE_LAYER, "opaque") else NODE_OP, name,
+                       type(module).__name__, self.scope, module=name,
+                       opaque=(kind == "opaque"), call_index=k)
+        frame.node_id = node_id
+        self.module_calls.setdefault(name, []).append(node_id)
+        if frame.opaque:
+            named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+            for arg_name, a in named:
+                for t in iter_tensors(a):
+                    v = self.value_of(t)
+                    if v not in frame.inputs:
+                        frame.inputs.append(v)
+                        frame.arg_names.append(arg_name)
+            self.opaque_depth += 1
+        self.leaf_depth += 1
+        self.frames.append(frame)
+        return None
+
+    def post_hook(self, module, args, kwargs, output):
+        name = self.module_names.get(id(module))
+        if name is None:
+            return None
+        kind = self.leaf_kind.get(id(module))
+        if kind is None:
+            if not self.leaf_depth and self.scope_stack and self.scope_stack[-1] == name:
+                self.scope_stack.pop()
+            return None
+        self.leaf_depth -= 1
+        if self.leaf_depth:
+            return None
+        frame = self.frames.pop()
+        if frame.opaque:
+            self.opaque_depth -= 1
+            for t in iter_tensors(output):
+                frame.produced.append(self.new_value(t, ACTIVATION, producer=frame.node_id))
+        self.finish(frame)
+        return None
+
+    # ---- torch-level calls --------------------------------------------------------------
+    def enter_fn(self, func) -> _Frame | None:
+        if self.leaf_depth or self.fn_depth:
+            return None
+        name = getattr(func, "__name__", None) or str(func)
+        if name in _METADATA_FUNCS:
+            return None
+        name = _DUNDER_NAMES.get(name, name)
+        frame = _Frame(NODE_OP, name, name, self.scope)
+        self.frames.append(frame)
+        self.fn_depth += 1
+        return frame
+
+    def exit_fn(self, frame: _Frame) -> None:
+        self.fn_depth -= 1
+        popped = self.frames.pop()
+        assert popped is frame
+        if frame.calls:
+            self.finish(frame)
+
+    # ---- aten calls ---------------------------------------------------------------------
+    def on_aten(self, func, args, kwargs, out) -> None:
+        if self.opaque_depth:
+            return
+        frame = self.frames[-1] if self.frames else None
+        standalone = frame is None
+        if standalone:
+            name = str(func.overloadpacket.__name__)
+            frame = _Frame(NODE_OP, name, name, self.scope)
+        if frame.node_id is None:
+            base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
+            frame.node_id = self.unique_id(base)
+
+        def to_ref(x):
+            if isinstance(x, torch.Tensor):
+                v = self.value_of(x)
+                if v not in frame.produced and v not in frame.inputs:
+                    frame.inputs.append(v)
+                return Ref(v)
+            if isinstance(x, (list, tuple)):
+                return type(x)(to_ref(i) for i in x) if not _is_namedtuple(x) else tuple(
+                    to_ref(i) for i in x)
+            if isinstance(x, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
+                return str(x)
+            return x
+
+        rargs = tuple(to_ref(a) for a in args)
+        rkwargs = {k: to_ref(v) for k, v in (kwargs or {}).items()}
+        in_objs = {id(a) for a in _flat_tensors((args, kwargs))}
+        outs = []
+        for t in _flat_tensors(out):
+            # an in-place op returns its input: record a new version of that value
+            outs.append(self.new_value(t, ACTIVATION, producer=frame.node_id))
+            frame.produced.append(outs[-1])
+            in_objs.discard(id(t))
+        macs = 0
+        formula = _FLOP_REGISTRY.get(func.overloadpacket)
+        if formula is not None:
+            try:
+                macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
+            except Exception:
+                macs = 0
+        frame.calls.append(Call(str(func), rargs, rkwargs, tuple(outs), macs))
+        if standalone:
+            self.finish(frame)
+
+    # ---- nodes --------------------------------------------------------------------------
+    def finish(self, frame: _Frame) -> None:
+        node = Node(
+            id=frame.node_id, kind=frame.kind, type=frame.type, scope=frame.scope,
+            module=frame.module, inputs=tuple(frame.inputs), outputs=tuple(frame.produced),
+            calls=tuple(frame.calls), opaque=frame.opaque, call_index=frame.call_index,
+            arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints)
+        self.nodes[node.id] = node
+
+
+def _is_namedtuple(x) -> bool:
+    return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
+def _flat_tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for i in obj:
+            yield from _flat_tensors(i)
+    elif isinstance(obj, dict):
+        for i in obj.values():
+            yield from _flat_tensors(i)
+
+
+class _DispatchRecorder(TorchDispatchMode):
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.rec.on_aten(func, args, kwargs, out)
+        return out
+
+
+class _FunctionNamer(TorchFunctionMode):
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        frame = self.rec.enter_fn(func)
+        if frame is None:
+            return func(*args, **(kwargs or {}))
+        try:
+            frame.fn_ints = _python_ints(args)
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.rec.exit_fn(frame)
+
+
+def _python_ints(obj, depth=0) -> tuple:
+    """The int arguments a Python call was given, flattened (view(B, -1, 64) -> (B, -1, 64))."""
+    if depth > 3:
+        return ()
+    if isinstance(obj, bool):
+        return ()
+    if isinstance(obj, int):
+        return (obj,)
+    if isinstance(obj, (tuple, list, torch.Size)):
+        return tuple(itertools.chain.from_iterable(_python_ints(o, depth + 1) for o in obj))
+    return ()
+
+
+def trace(model: nn.Module, example_inputs: Any,
+          is_opaque: Callable[[nn.Module], bool] = lambda m: False) -> Graph:
+    """Run ``model(example_inputs)`` once and record it as a Graph."""
+    args, kwargs = normalize_inputs(example_inputs)
+    _check_devices(model, args, kwargs, example_inputs)
+    rec = _Recorder(model, is_opaque)
+
+    # inputs
+    input_ids: list[int] = []
+    if len(args) == 1 and not kwargs:
+        names = ["input"]
+    else:
+        names = [f"input_{i}" for i in range(len(args))]
+    for name, a in zip(names, args):
+        for j, t in enumerate(iter_tensors(a)):
+            nid = rec.unique_id(name if j == 0 else f"{name}_{j}")
+            v = rec.new_value(t, INPUT, nid, producer=nid)
+            input_ids.append(v)
+            rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
+    for key, a in kwargs.items():
+        for j, t in enumerate(iter_tensors(a)):
+            nid = rec.unique_id(key if j == 0 else f"{key}_{j}")
+            v = rec.new_value(t, INPUT, nid, producer=nid)
+            input_ids.append(v)
+            rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
+
+    saved_buffers = [(n, b, b.detach().clone()) for n, b in model.named_buffers()]
+    rng = torch.get_rng_state()
+    handles = []
+    try:
+        for name, m in model.named_modules():
+            handles.append(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(rec.post_hook, with_kwargs=True))
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(_FunctionNamer(rec))
+            stack.enter_context(_DispatchRecorder(rec))
+            try:
+                output = model(*args, **kwargs)
+            except Exception as exc:
+                where = rec.frames[-1].module if rec.frames and rec.frames[-1].module else (
+                    rec.scope or "the model's forward")
+                raise TracingError(_tracing_message(model, where, exc, example_inputs)) from exc
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_rng_state(rng)
+        _restore_buffers(model, saved_buffers)
+
+    out_ids = []
+    for t in iter_tensors(output):
+        vid = rec.tensor_ids.get(id(t))
+        if vid is None:
+            vid = rec.value_of(t)
+        if vid not in out_ids:
+            out_ids.append(vid)
+    rec.nodes["output"] = Node("output", NODE_OUTPUT, "Output", "", inputs=tuple(out_ids))
+
+    called = set(rec.module_calls)
+    uncalled = tuple(
+        n for n, m in model.named_modules()
+        if n and rec.leaf_kind.get(id(m)) in (NODE_LAYER, "opaque") and n not in called
+        and not any(n.startswith(c + ".") for c in called))
+    param_values = {v.name: v.id for v in rec.values.values() if v.kind in (PARAM, BUFFER)}
+    graph = Graph(
+        nodes=_prune_external_outputs(rec.nodes),
+        values=rec.values,
+        inputs=tuple(input_ids),
+        outputs=tuple(out_ids),
+        module_nodes={k: tuple(v) for k, v in rec.module_calls.items()},
+        param_values=param_values,
+        uncalled_modules=uncalled,
+        fingerprint=model_fingerprint(model),
+    )
+    return graph
+
+
+def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
+    """Keep, as a node's outputs, only the values read by another node (or the model output)."""
+    read_by: dict[int, set[str]] = {}
+    for n in nodes.values():
+        for v in n.inputs:
+            read_by.setdefault(v, set()).add(n.id)
+    out = {}
+    for nid, n in nodes.items():
+        if n.kind in (NODE_INPUT, NODE_OUTPUT):
+            out[nid] = n
+            continue
+        ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
+        out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
+    return out
+
+
+def _restore_buffers(model: nn.Module, saved) -> None:
+    for name, obj, data in saved:
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        current = owner._buffers.get(attr)
+        if current is obj:
+            if obj.shape == data.shape:
+                obj.data.copy_(data)
+        else:
+            owner._buffers[attr] = obj
+            obj.data = data
+
+
+def _check_devices(model, args, kwargs, example_inputs) -> None:
+    p = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if p is None:
+        return
+    for t in iter_tensors((args, kwargs)):
+        if t.device != p.device:
+            raise TracingError(
+                f"example inputs are on {t.device} but the model's parameters are on {p.device}; "
+                f"move them with `example_inputs.to({str(p.device)!r})` "
+                f"(got {describe_inputs(example_inputs)}).")
+
+
+def _tracing_message(model, where: str, exc: Exception, example_inputs) -> str:
+    hint = ""
+    try:
+        m = model.get_submodule(where) if where and where != "the model's forward" else None
+    except AttributeError:
+        m = None
+    if m is not None:
+        from .layers import REGISTRY  # local import: layers imports nothing from here
+        expect = REGISTRY.describe_expected_input(m)
+        if expect:
+            hint = f" {where} ({type(m).__name__}) expects {expect}."
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"running the model on the example inputs failed in {where}: {first}.{hint} "
+            f"The example inputs were {describe_inputs(example_inputs)}; pass inputs the model "
+            f"accepts (the same you would give model(...)).")
