@@ -94,9 +94,12 @@ def _candidates(module: nn.Module, old: int) -> list[tuple[str, object]]:
 
 
 def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
-                      shapes: dict[int, tuple]) -> list[tuple[str, str, object, object]]:
-    """Planned ``(module, attr, old, new)`` updates for the given touched nodes."""
+                      shapes: dict[int, tuple]
+                      ) -> tuple[list[tuple[str, str, object, object]], list[str]]:
+    """Planned ``(module, attr, old, new)`` updates for the given touched nodes, and the nodes
+    whose Python code passed a changing size that no attribute holds (likely to break)."""
     updates: dict[tuple[str, str], tuple[object, object]] = {}
+    unexplained: list[str] = []
     for nid in nodes:
         node = graph.nodes[nid]
         for call in node.calls:
@@ -107,6 +110,7 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     py = node.py_ints
                     if len(py) == len(call.args[1]) and py[pos] == -1:
                         continue
+                found = False
                 for scope in _scope_chain(node):
                     try:
                         module = model.get_submodule(scope) if scope else model
@@ -115,6 +119,7 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     hits = [(a, v) for a, v in _candidates(module, old) if _HINT.search(a)]
                     if not hits:
                         continue
+                    found = True
                     for attr, val in hits:
                         key = (scope, attr)
                         if key in updates:
@@ -123,4 +128,6 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                             new if x == old else x for x in val)
                         updates[key] = (val, newval)
                     break
-    return [(m, a, o, n) for (m, a), (o, n) in updates.items()]
+                if not found and node.py_ints and nid not in unexplained:
+                    unexplained.append(nid)
+    return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained

@@ -410,8 +410,8 @@ class _PlanBuilder:
             counts=[(m, a, n) for (m, a), n in counts.items()],
             opaque=[(m, s) for m, s in opaque.items()],
         )
-        actions.ints = infer_int_updates(G.model, graph, touched_nodes + sorted(layer_nodes),
-                                         shapes)
+        actions.ints, suspects = infer_int_updates(G.model, graph,
+                                                   touched_nodes + sorted(layer_nodes), shapes)
         sync = []
         for tname in cuts:
             for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):
@@ -428,6 +428,8 @@ class _PlanBuilder:
                            total_macs, list(cl.problems), highlighted, groups)
         plan._version = G.version
         plan._closure = cl
+        plan.suspect_nodes = suspects
+        plan.touched_nodes = set(touched_nodes) | layer_nodes
         return plan
 
     def _module_side(self, mod: str, attr: str, dim: int) -> tuple:

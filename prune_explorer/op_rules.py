@@ -153,6 +153,24 @@ def _elementwise(ctx: RuleContext) -> None:
 for _name in _IDENTITY_LIKE:
     RULES[_name] = _elementwise
 RULES["copy_"] = _elementwise
+
+
+@rule("new_zeros", "new_ones", "new_empty", "new_full", "new_empty_strided", "new_tensor")
+def _new_factory(ctx: RuleContext) -> None:
+    """``x.new_zeros(size)`` reads only x's dtype and device: x's dims are not consumed."""
+    src = ctx.arg(0)
+    if isinstance(src, Ref):
+        for i in range(len(ctx.shape(src))):
+            ctx.absorb(src, i, "template for a new tensor")
+
+
+@rule("as_strided", "as_strided_", "as_strided_copy")
+def _as_strided(ctx: RuleContext) -> None:
+    """Restriding without a shape change (memory-format fix-ups) keeps every dim."""
+    src, dst = ctx.arg(0), ctx.out(0)
+    if isinstance(src, Ref) and dst is not None and ctx.shape(src) == ctx.shape(dst):
+        for i in range(len(ctx.shape(src))):
+            ctx.same(src, i, dst, i, "restride")
 RULES["where"] = _elementwise
 RULES["masked_fill"] = _elementwise
 

@@ -433,7 +433,9 @@ def trace(model: nn.Module, example_inputs: Any,
             except Exception as exc:
                 where = rec.frames[-1].module if rec.frames and rec.frames[-1].module else (
                     rec.scope or "the model's forward")
-                raise TracingError(_tracing_message(model, where, exc, example_inputs)) from exc
+                err = TracingError(_tracing_message(model, where, exc, example_inputs))
+                err.scope = where if where != "the model's forward" else ""
+                raise err from exc
     finally:
         for h in handles:
             h.remove()

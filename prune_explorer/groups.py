@@ -1,0 +1,346 @@
+"""Groups: the sets of coupled layers that must be pruned together, found from every layer's
+output channels, with the *units* a strategy may remove and their group-level importance.
+
+A unit is usually one channel. Where a reshape ties channels together (attention heads,
+grouped convs, channel shuffles, GQA), a unit is what one channel drags along: a whole head,
+the same slot in every group. Importance sums a score over *every* tensor the unit would cut,
+not only the root's weight, so a channel is judged by all the layers it feeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import index_mapping as im
+from .dimgraph import BlockRel, MapRel
+from .graph import ACTIVATION, BUFFER, NODE_LAYER, PARAM
+from .propagation import Closure, close
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dependency import DependencyGraph
+
+KIND_HEADS = "heads"
+KIND_RESIDUAL = "residual"
+KIND_CHANNELS = "channels"
+_JOIN_TYPES = {"add", "add_", "sub", "sub_"}
+
+
+@dataclass
+class Group:
+    root: str  # module whose output channels define the group
+    vertex: int
+    size: int
+    members: list[int]
+    kind: str = KIND_CHANNELS
+    units: list[np.ndarray] | None = None
+    problem: str | None = None  # why the group cannot be pruned
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def prunable(self) -> bool:
+        return self.problem is None
+
+
+def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
+    names = set()
+    for item in ignored or ():
+        if isinstance(item, nn.Parameter):
+            continue
+        name = dg.module_name(item)
+        names.add(name)
+        m = dg.model.get_submodule(name) if name else dg.model
+        names.update(f"{name}.{n}" if name else n for n, _ in m.named_modules() if n)
+    return names
+
+
+def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: str = "heads"
+                ) -> list[Group]:
+    """Every group of the model, in graph order, each from its first layer."""
+    G = dg.dg
+    graph = dg.graph
+    ignored = _ignored_names(dg, ignored_layers)
+    ignored_out = set()
+    for name in ignored:
+        try:
+            ignored_out.add(dg.root_vertex(name, "out"))
+        except Exception:
+            pass
+    covered: set[int] = set()
+    groups: list[Group] = []
+    for node in graph.nodes.values():
+        if node.kind != NODE_LAYER or node.call_index or not node.module:
+            continue
+        if node.module in ignored:
+            continue
+        try:
+            root = dg.root_vertex(node.module, "out")
+        except Exception:
+            continue
+        if root in covered:
+            continue
+        size = G.size[root]
+        probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
+        members = [v for v in probe.order if probe.count(v)]
+        covered.update(members)
+        group = Group(node.module, root, size, members, layers=_layers(dg, members))
+        bad = [p for p in probe.problems if p.kind != "all-channels"]
+        hit_ignored = [v for v in members if v in ignored_out]
+        if hit_ignored:
+            group.problem = (f"coupled to the output channels of ignored layer "
+                             f"{_vertex_module(dg, hit_ignored[0])}")
+        elif bad:
+            group.problem = bad[0].message
+        elif size < 2:
+            group.problem = "has a single channel"
+        group.kind = _kind(dg, probe, members)
+        groups.append(group)
+    return groups
+
+
+def _layers(dg: "DependencyGraph", members: list[int]) -> list[str]:
+    out = []
+    for v in members:
+        key = dg.dg.key[v]
+        if key[0] == "virtual":
+            mod = dg.dg.virtuals[v].module
+        else:
+            val = dg.graph.values[key[0]]
+            mod = val.name.rpartition(".")[0] if val.kind in (PARAM, BUFFER) else None
+        if mod is not None and mod not in out:
+            out.append(mod)
+    return out
+
+
+def _vertex_module(dg, v: int) -> str:
+    key = dg.dg.key[v]
+    if key[0] == "virtual":
+        return dg.dg.virtuals[v].module or "?"
+    return dg.graph.values[key[0]].name.rpartition(".")[0]
+
+
+def _kind(dg: "DependencyGraph", probe: Closure, members: list[int]) -> str:
+    G = dg.dg
+    heads = G.head_like()
+    if any(heads[v] for v in members):
+        return KIND_HEADS
+    member_values = {G.key[v][0] for v in members if G.key[v][0] != "virtual"}
+    for v in members:
+        key = G.key[v]
+        if key[0] == "virtual":
+            continue
+        for reader in G.readers.get(key[0], ()):
+            node = dg.graph.nodes.get(reader[0])
+            if node is None or node.type not in _JOIN_TYPES:
+                continue
+            acts = [x for x in node.inputs if dg.graph.values[x].kind == ACTIVATION]
+            if len(acts) >= 2 and sum(1 for x in acts if x in member_values) >= 2:
+                return KIND_RESIDUAL
+    return KIND_CHANNELS
+
+
+# ---------------------------------------------------------------------------------------------
+# units
+# ---------------------------------------------------------------------------------------------
+def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
+                  max_closures: int = 4096) -> list[np.ndarray]:
+    """Minimal prunable index sets of the root (singletons for plain channels)."""
+    G = dg.dg
+    first = close(G, {group.vertex: np.array([0], dtype=im.INDEX)}, policy=policy)
+    if not first.expanded and first.pruned(group.vertex).tolist() == [0] and not _repeats(first):
+        return [np.array([i], dtype=im.INDEX) for i in range(group.size)]
+    remaining = np.ones(group.size, dtype=bool)
+    units = []
+    while remaining.any() and len(units) < max_closures:
+        i = int(np.argmax(remaining))
+        cl = first if i == 0 else close(G, {group.vertex: np.array([i], dtype=im.INDEX)},
+                                        policy=policy)
+        u = cl.pruned(group.vertex)
+        u = u[remaining[u]]
+        if len(u) == 0:
+            u = np.array([i], dtype=im.INDEX)
+        remaining[u] = False
+        units.append(u)
+    if remaining.any():
+        units.extend(np.array([i], dtype=im.INDEX) for i in np.nonzero(remaining)[0])
+    return units
+
+
+def _repeats(cl: Closure) -> bool:
+    """Did the closure pass a many-to-one map (a repeat, GQA's shared heads)?"""
+    for v in cl.order:
+        for ri in cl.dg.adj[v]:
+            rel = cl.dg.rels[ri]
+            if isinstance(rel, MapRel) and rel.owner is not None and not rel.owner.injective:
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# importance
+# ---------------------------------------------------------------------------------------------
+ScoreFn = Callable[[str, torch.Tensor, int, nn.Module], np.ndarray | None]
+
+
+def slice_scores(kind: str) -> ScoreFn:
+    """Per-index score of a tensor along a dim, for one strategy."""
+
+    def norm(t, dim, p):
+        other = tuple(d for d in range(t.dim()) if d != dim)
+        with torch.no_grad():
+            s = torch.linalg.vector_norm(t.detach().float(), ord=p, dim=other) if other else \
+                t.detach().float().abs()
+        return s.numpy()
+
+    def l1(name, t, dim, module):
+        return norm(t, dim, 1)
+
+    def l2(name, t, dim, module):
+        return norm(t, dim, 2) ** 2
+
+    def bn_scale(name, t, dim, module):
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) \
+                and name.endswith("weight"):
+            return t.detach().abs().float().numpy().reshape(-1)
+        return None
+
+    def taylor(name, t, dim, module):
+        if t.grad is None:
+            return None
+        s = (t.detach() * t.grad.detach()).float()
+        return s.transpose(0, dim).reshape(t.shape[dim], -1).sum(1).abs().numpy()
+
+    return {"l1": l1, "l2": l2, "bn_scale": bn_scale, "lamp": l2, "taylor": taylor,
+            "random": l1}.get(kind, l1)
+
+
+def _lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP: a channel's squared magnitude over the sum of those not smaller than it."""
+    order = np.argsort(scores)
+    sorted_s = scores[order]
+    suffix = np.cumsum(sorted_s[::-1])[::-1]
+    out = np.empty_like(scores, dtype=float)
+    out[order] = sorted_s / np.maximum(suffix, 1e-12)
+    return out
+
+
+def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray],
+                    strategy: str = "l1", policy: str = "heads",
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """One score per unit; lower is pruned first."""
+    if strategy == "random":
+        rng = rng or np.random.default_rng(0)
+        return rng.random(len(units))
+    G = dg.dg
+    score = slice_scores(strategy)
+    n = len(units)
+    totals = np.zeros(n)
+    singletons = all(len(u) == 1 for u in units)
+    per_vertex_scores: dict[int, np.ndarray] = {}
+    for v in group.members:
+        key = G.key[v]
+        if key[0] == "virtual":
+            continue
+        val = dg.graph.values[key[0]]
+        if val.kind != PARAM:
+            continue
+        t = dg.tensor(val.name)
+        mod = dg.model.get_submodule(val.name.rpartition(".")[0]) if "." in val.name else dg.model
+        s = score(val.name, t, key[1], mod)
+        if s is None:
+            continue
+        if strategy == "lamp":
+            s = _lamp(s)
+        per_vertex_scores[v] = np.asarray(s, dtype=float)
+    if not per_vertex_scores and strategy in ("bn_scale", "taylor"):
+        return unit_importance(dg, group, units, "l1", policy)
+    if singletons:
+        labels = propagate_labels(dg, group)
+        for v, s in per_vertex_scores.items():
+            lab = labels.get(v)
+            if lab is None:
+                continue
+            ok = lab >= 0
+            np.add.at(totals, lab[ok], s[ok])
+    else:
+        for k, u in enumerate(units):
+            cl = close(G, {group.vertex: u}, policy=policy)
+            for v, s in per_vertex_scores.items():
+                m = cl.masks.get(v)
+                if m is not None:
+                    totals[k] += s[m].sum()
+    if strategy in ("l2",):
+        totals = np.sqrt(totals)
+    return totals
+
+
+def propagate_labels(dg: "DependencyGraph", group: Group) -> dict[int, np.ndarray]:
+    """For a group of single-channel units: which root channel every member index follows."""
+    G = dg.dg
+    members = set(group.members)
+    labels: dict[int, np.ndarray] = {group.vertex: np.arange(group.size, dtype=im.INDEX)}
+    queue = [group.vertex]
+    while queue:
+        v = queue.pop()
+        lab = labels[v]
+        for ri in G.adj[v]:
+            rel = G.rels[ri]
+            updates = []
+            if isinstance(rel, MapRel):
+                other = rel.b if rel.a == v else rel.a
+                if other not in members:
+                    continue
+                if rel.owner is None:
+                    updates.append((other, lab))
+                elif rel.a == v:
+                    o = rel.owner.owner
+                    new = np.where(o >= 0, lab[np.clip(o, 0, None)], -1)
+                    updates.append((other, new))
+                else:
+                    new = np.full(G.size[other], -1, dtype=im.INDEX)
+                    o = rel.owner.owner
+                    ok = o >= 0
+                    new[o[ok]] = lab[ok]
+                    updates.append((other, new))
+            elif isinstance(rel, BlockRel):
+                updates.extend(_block_labels(G, rel, labels, members))
+            for other, new in updates:
+                cur = labels.get(other)
+                if cur is None:
+                    cur = labels[other] = np.full(G.size[other], -1, dtype=im.INDEX)
+                fill = (cur < 0) & (new >= 0)
+                if fill.any():
+                    cur[fill] = new[fill]
+                    queue.append(other)
+    return labels
+
+
+def _block_labels(G, rel: BlockRel, labels, members):
+    out = []
+    for src, dst in ((rel.left, rel.right), (rel.right, rel.left)):
+        have = [labels.get(x) for x in src]
+        if all(h is None for h in have):
+            continue
+        sizes = [G.size[x] for x in src]
+        elem = np.full(sizes, -1, dtype=im.INDEX)
+        for axis, lab in enumerate(have):
+            if lab is None:
+                continue
+            shape = [1] * len(sizes)
+            shape[axis] = sizes[axis]
+            elem = np.maximum(elem, lab.reshape(shape))
+        elem = elem.reshape(-1)
+        dsizes = [G.size[x] for x in dst]
+        grid = elem.reshape(dsizes)
+        for axis, x in enumerate(dst):
+            if x not in members:
+                continue
+            other = tuple(a for a in range(len(dsizes)) if a != axis)
+            lo = grid.min(axis=other) if other else grid
+            hi = grid.max(axis=other) if other else grid
+            out.append((x, np.where(lo == hi, hi, -1)))
+    return out

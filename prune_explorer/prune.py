@@ -1,0 +1,288 @@
+"""prune_model(): one call prunes every prunable group of a model.
+
+    report = tp.prune_model(model, x, amount=0.5, strategy="l1", ignored_layers=[model.fc])
+
+Per group (default) each group loses ``amount`` of its channels, chosen by the group-level
+importance of its units; with ``global_pruning=True`` one ranking runs across all groups,
+scores normalised per group, with a floor so that no layer loses every channel. All groups
+are executed as one transactional plan, then the model is re-traced to measure the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from torch import nn
+
+from . import index_mapping as im
+from .dependency import DependencyGraph
+from .errors import InvalidAmountError
+from .groups import KIND_RESIDUAL, Group, compute_units, find_groups, unit_importance
+from .metrics import count_params, total_macs
+from .plan import PruningPlan
+from .propagation import close
+
+STRATEGY_NAMES = ("l1", "l2", "random", "bn_scale", "lamp", "taylor")
+
+
+@dataclass
+class GroupResult:
+    root: str
+    kind: str
+    channels: int
+    pruned: int
+    idxs: list[int]
+    layers: list[str]
+
+
+@dataclass
+class PruneReport:
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    groups: list[GroupResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (root, reason)
+    plan: PruningPlan | None = None
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / max(self.params_before, 1)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / max(self.macs_before, 1)
+
+    def to_dict(self) -> dict:
+        return {"params_before": self.params_before, "params_after": self.params_after,
+                "macs_before": self.macs_before, "macs_after": self.macs_after,
+                "groups": [g.__dict__ for g in self.groups],
+                "skipped": [list(s) for s in self.skipped]}
+
+    def __str__(self) -> str:
+        lines = [f"params {self.params_before:,} -> {self.params_after:,} "
+                 f"({100 * (1 - self.params_ratio):.1f}% fewer)",
+                 f"MACs   {self.macs_before:,} -> {self.macs_after:,} "
+                 f"({100 * (1 - self.macs_ratio):.1f}% fewer)",
+                 f"{len(self.groups)} groups pruned, {len(self.skipped)} skipped"]
+        for root, why in self.skipped[:10]:
+            lines.append(f"  skipped {root}: {why}")
+        return "\n".join(lines)
+
+
+def _check_amount(amount) -> float:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or math.isnan(amount):
+        raise InvalidAmountError(f"amount must be a fraction in (0, 1), got {amount!r}")
+    if not 0 < amount < 1:
+        raise InvalidAmountError(f"amount must be a fraction in (0, 1) of each group's channels, "
+                                 f"got {amount}; e.g. amount=0.5 removes half")
+    return float(amount)
+
+
+def select_units(units: list[np.ndarray], scores: np.ndarray, amount: float,
+                 round_to: int | None, size: int) -> list[int]:
+    """The lowest-scored units adding up to ``amount`` of the channels (never more), leaving
+    a multiple of ``round_to`` and at least one unit."""
+    sizes = [len(u) for u in units]
+    target = int(amount * size)
+    if round_to and round_to > 1:
+        target = im.round_remaining(size, target, round_to)
+    chosen, total = [], 0
+    for k in np.lexsort((np.arange(len(units)), scores)):
+        if len(chosen) >= len(units) - 1 or total >= target:
+            break
+        if total + sizes[k] <= target:
+            chosen.append(int(k))
+            total += sizes[k]
+    return chosen
+
+
+def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
+                strategy: str = "l1", ignored_layers: Iterable | None = None,
+                round_to: int | None = None, global_pruning: bool = False, *,
+                head_pruning: str = "heads", prune_hidden: bool = True,
+                max_group_loss: float = 0.9, loss_fn: Callable | None = None,
+                verbose: bool = False, DG: DependencyGraph | None = None) -> PruneReport:
+    """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
+
+    - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
+      ``"lamp"`` or ``"taylor"`` (needs ``loss_fn(model)`` returning a loss to backprop).
+    - ``ignored_layers``: their output channels are never pruned (e.g. the classifier).
+    - ``round_to``: keep every group's remaining channel count a multiple of it.
+    - ``global_pruning``: rank units across groups (scores normalised per group); no group
+      loses more than ``max_group_loss`` of its channels.
+    - ``head_pruning``: ``"heads"`` removes whole attention heads (and GQA groups),
+      ``"dims"`` the same head_dim slots in every head.
+    - ``prune_hidden=False`` keeps the residual stream (the hidden size of a transformer, the
+      stage widths of a ResNet): only heads and MLP/intermediate channels shrink — the usual
+      LLM recipe.
+    Returns a ``PruneReport`` (params and MACs before/after, what each group lost, and the
+    groups that were skipped and why). The model still runs and keeps its output shape.
+    """
+    amount = _check_amount(amount)
+    if strategy not in STRATEGY_NAMES:
+        raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {STRATEGY_NAMES}")
+    if head_pruning not in ("heads", "dims"):
+        raise InvalidAmountError("head_pruning must be 'heads' or 'dims'")
+    if round_to is not None and int(round_to) < 1:
+        raise InvalidAmountError(f"round_to must be >= 1, got {round_to}")
+    if DG is None:
+        DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose)
+    params_before = count_params(model)
+    macs_before = _macs(DG)
+    if strategy == "taylor":
+        if loss_fn is None:
+            raise InvalidAmountError("strategy='taylor' needs loss_fn=lambda model: loss")
+        model.zero_grad(set_to_none=True)
+        loss_fn(model).backward()
+
+    policy = head_pruning
+    groups = find_groups(DG, ignored_layers or (), policy=policy)
+    skipped: list[tuple[str, str]] = []
+    candidates: list[tuple[Group, list[np.ndarray], np.ndarray]] = []
+    rng = np.random.default_rng(0)
+    for g in groups:
+        if not g.prunable:
+            skipped.append((g.root, g.problem))
+            continue
+        if not prune_hidden and g.kind == KIND_RESIDUAL:
+            skipped.append((g.root, "residual stream kept (prune_hidden=False)"))
+            continue
+        units = compute_units(DG, g, policy)
+        if len(units) < 2:
+            skipped.append((g.root, "its channels form a single unit"))
+            continue
+        scores = unit_importance(DG, g, units, strategy, policy, rng)
+        candidates.append((g, units, scores))
+
+    if global_pruning:
+        chosen = _global_choice(candidates, amount, round_to, max_group_loss)
+    else:
+        chosen = [select_units(u, s, amount, round_to, g.size) for g, u, s in candidates]
+
+    active: list[tuple[Group, np.ndarray, set[str]]] = []
+    for (g, units, _s), pick in zip(candidates, chosen):
+        if not pick:
+            continue
+        idxs = np.unique(np.concatenate([units[k] for k in pick]))
+        cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
+        while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
+            pick = pick[: len(pick) // 2]
+            idxs = np.unique(np.concatenate([units[k] for k in pick]))
+            cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
+        if cl.problems:
+            skipped.append((g.root, cl.problems[0].message))
+            continue
+        active.append((g, idxs, _closure_nodes(DG, cl)))
+
+    plan = _execute_groups(DG, active, skipped, policy)
+    results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs], g.layers)
+               for g, idxs, _n in active]
+    if plan is not None:
+        from .execution import HISTORY_ATTR
+        history = model.__dict__.get(HISTORY_ATTR)
+        if history:
+            history[-1]["kind"] = "prune_model"
+            history[-1]["settings"] = {"amount": amount, "strategy": strategy,
+                                       "round_to": round_to, "global_pruning": global_pruning,
+                                       "head_pruning": head_pruning, "prune_hidden": prune_hidden}
+    report = PruneReport(params_before, count_params(model), macs_before, _macs(DG),
+                         results, skipped, plan)
+    if verbose:
+        print(report)
+    return report
+
+
+def _closure_nodes(DG: DependencyGraph, cl) -> set[str]:
+    nodes = set()
+    for v in cl.order:
+        key = DG.dg.key[v]
+        if key[0] == "virtual":
+            nodes.add(DG.dg.virtuals[v].node)
+            continue
+        value = DG.graph.values[key[0]]
+        if value.producer:
+            nodes.add(value.producer)
+        nodes.update(r[0] for r in DG.dg.readers.get(value.id, ()))
+    return nodes
+
+
+def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: str):
+    """Execute all groups as one plan. If the model's own code breaks on the new sizes (a
+    reshape to a size fixed in Python), drop the groups that touch the failing module and
+    try again; the model is restored between attempts."""
+    from .errors import PlanExecutionError
+    first_failure = True
+    while active:
+        seeds = {g.vertex: idxs for g, idxs, _n in active}
+        combined = close(DG.dg, seeds, policy=policy)
+        plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
+                                  closure=combined, policy=policy, groups=len(seeds))
+        try:
+            DG.execute(plan)
+            return plan
+        except PlanExecutionError as exc:
+            scope = getattr(exc.__cause__, "scope", None)
+            if scope is None:
+                raise
+            def inside(nid: str) -> bool:
+                node = DG.graph.nodes.get(nid)
+                where = [nid] + ([node.scope, node.module or ""] if node else [])
+                return any(w == scope or w.startswith(scope + ".") for w in where if w)
+            bad = [a for a in active if any(inside(n) for n in a[2])]
+            if first_failure:  # the same code pattern usually repeats: drop the suspects too
+                suspects = set(plan.suspect_nodes)
+                bad += [a for a in active if a not in bad and a[2] & suspects]
+                first_failure = False
+            if not bad:
+                raise
+            reason = str(exc.__cause__).split(":", 1)[-1].strip()
+            for a in bad:
+                active.remove(a)
+                skipped.append((a[0].root, f"the model's code breaks on the new size at {scope}:"
+                                f" {reason[:160]}"))
+    return None
+
+
+def _macs(DG: DependencyGraph) -> int:
+    def opaque(node, removed):
+        m = DG.model.get_submodule(node.module)
+        spec = DG.registry.lookup(m)
+        return spec.macs(m, node, DG.graph, removed) if spec and spec.macs else 0
+    return total_macs(DG.graph, opaque)
+
+
+def _global_choice(candidates, amount: float, round_to, max_group_loss: float) -> list[list[int]]:
+    """One ranking over all units (scores normalised by their group's mean)."""
+    entries = []
+    total_channels = 0
+    for gi, (g, units, scores) in enumerate(candidates):
+        mean = float(np.mean(scores)) or 1.0
+        total_channels += g.size
+        for k, (u, s) in enumerate(zip(units, scores)):
+            entries.append((s / mean, gi, k, len(u)))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    budget = int(amount * total_channels)
+    lost = [0] * len(candidates)
+    chosen: list[list[int]] = [[] for _ in candidates]
+    spent = 0
+    for _score, gi, k, n in entries:
+        if spent >= budget:
+            break
+        g, units, _ = candidates[gi]
+        cap = min(int(max_group_loss * g.size), g.size - max(len(units[0]), 1))
+        if lost[gi] + n > cap or len(chosen[gi]) >= len(units) - 1:
+            continue
+        chosen[gi].append(k)
+        lost[gi] += n
+        spent += n
+    if round_to and round_to > 1:
+        for gi, (g, units, _) in enumerate(candidates):
+            if all(len(u) == 1 for u in units):
+                while chosen[gi] and (g.size - lost[gi]) % round_to:
+                    chosen[gi].pop()
+                    lost[gi] -= 1
+    return chosen
