@@ -23,7 +23,8 @@ _SHAPE_OPS = {"view", "_unsafe_view", "reshape", "expand", "_reshape_alias", "vi
               "expand_copy", "new_zeros", "new_ones", "new_empty", "new_full"}
 
 
-def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple]) -> list[tuple[int, int, int]]:
+def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple], pruned_of=None
+                  ) -> list[tuple[int, int, int]]:
     """(position, old, new) for the int arguments of a call that the new shapes change."""
     packet = call.packet
     out = call.outputs[0] if call.outputs else None
@@ -53,6 +54,25 @@ def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple]) -> list[tu
             if o != n:
                 res.append((i, int(o), int(n)))
         return res
+    if packet in ("slice", "slice_copy") and isinstance(call.args[0], Ref) and pruned_of:
+        src = call.args[0].value
+        dim = call.args[1] if len(call.args) > 1 else 0
+        dim %= max(len(graph.values[src].shape), 1)
+        gone = pruned_of(src, dim)
+        if not len(gone):
+            return []
+        size = graph.values[src].shape[dim]
+        res = []
+        for pos in (2, 3):
+            bound = call.args[pos] if len(call.args) > pos else None
+            if isinstance(bound, int) and not isinstance(bound, bool):
+                b = bound + size if bound < 0 else bound
+                if 0 < b < size:
+                    new = b - int((gone < b).sum())
+                    new = new - (size - len(gone)) if bound < 0 else new
+                    if new != bound:
+                        res.append((pos, bound, int(new)))
+        return res
     if packet in ("native_layer_norm", "layer_norm") and len(call.args) > 1:
         src = call.args[0]
         norm = list(call.args[1])
@@ -61,6 +81,38 @@ def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple]) -> list[tu
             new = list(xs[len(xs) - len(norm):])
             return [(i, int(o), int(n)) for i, (o, n) in enumerate(zip(norm, new)) if o != n]
     return []
+
+
+def _pick(cands: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Scalar attributes before containers; names that talk about sizes first; a single
+    candidate is taken even with an unhinted name."""
+    for pool in ([c for c in cands if isinstance(c[1], int)],
+                 [c for c in cands if not isinstance(c[1], int)]):
+        hinted = [c for c in pool if _HINT.search(c[0])]
+        if hinted:
+            return hinted
+        if len(pool) == 1:
+            return pool
+    return []
+
+
+def _whole_list_update(model, node: Node, call: Call, changes):
+    """An attribute holding the whole size list (``self.split_sizes = [4, 8]``)."""
+    if len(changes) < 2 or call.packet not in ("split_with_sizes", "split_with_sizes_copy"):
+        return None
+    old = list(call.args[1])
+    new = list(old)
+    for pos, _o, n in changes:
+        new[pos] = n
+    for scope in _scope_chain(node):
+        try:
+            module = model.get_submodule(scope) if scope else model
+        except AttributeError:
+            continue
+        for attr, val in vars(module).items():
+            if not attr.startswith("_") and isinstance(val, (list, tuple)) and list(val) == old:
+                return (scope, attr), val, type(val)(new)
+    return None
 
 
 def _scope_chain(node: Node) -> list[str]:
@@ -88,13 +140,14 @@ def _candidates(module: nn.Module, old: int) -> list[tuple[str, object]]:
             continue
         if isinstance(val, int) and val == old:
             found.append((attr, val))
-        elif isinstance(val, tuple) and old in val and all(isinstance(x, int) for x in val):
+        elif isinstance(val, (tuple, list)) and old in val and all(
+                isinstance(x, int) for x in val):
             found.append((attr, val))
     return found
 
 
 def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
-                      shapes: dict[int, tuple]
+                      shapes: dict[int, tuple], pruned_of=None
                       ) -> tuple[list[tuple[str, str, object, object]], list[str]]:
     """Planned ``(module, attr, old, new)`` updates for the given touched nodes, and the nodes
     whose Python code passed a changing size that no attribute holds (likely to break)."""
@@ -103,7 +156,13 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
     for nid in nodes:
         node = graph.nodes[nid]
         for call in node.calls:
-            for pos, old, new in _changed_ints(call, graph, shapes):
+            changes = _changed_ints(call, graph, shapes, pruned_of)
+            whole = _whole_list_update(model, node, call, changes)
+            if whole is not None:
+                key, val, newval = whole
+                updates.setdefault(key, (val, newval))
+                continue
+            for pos, old, new in changes:
                 if node.py_ints and old not in node.py_ints:
                     continue  # computed by torch from the tensor itself: adapts on its own
                 if node.py_ints and -1 in node.py_ints and call.packet in _SHAPE_OPS:
@@ -116,7 +175,7 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                         module = model.get_submodule(scope) if scope else model
                     except AttributeError:
                         continue
-                    hits = [(a, v) for a, v in _candidates(module, old) if _HINT.search(a)]
+                    hits = _pick(_candidates(module, old))
                     if not hits:
                         continue
                     found = True
@@ -124,7 +183,7 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                         key = (scope, attr)
                         if key in updates:
                             continue
-                        newval = new if isinstance(val, int) else tuple(
+                        newval = new if isinstance(val, int) else type(val)(
                             new if x == old else x for x in val)
                         updates[key] = (val, newval)
                     break

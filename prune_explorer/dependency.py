@@ -117,7 +117,7 @@ class DependencyGraph:
             if not any(self.graph.values[v].kind == ACTIVATION or
                        self.graph.values[v].kind == "input" for v in node.inputs):
                 continue
-            bad.setdefault(nid, op)
+            bad.setdefault(nid, f"{node.type}, {op}" if node.kind == NODE_LAYER else op)
         if bad and self.verbose:
             names = ", ".join(f"{n} ({op})" for n, op in list(bad.items())[:8])
             more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
@@ -410,8 +410,12 @@ class _PlanBuilder:
             counts=[(m, a, n) for (m, a), n in counts.items()],
             opaque=[(m, s) for m, s in opaque.items()],
         )
-        actions.ints, suspects = infer_int_updates(G.model, graph,
-                                                   touched_nodes + sorted(layer_nodes), shapes)
+        def pruned_of(value: int, dim: int) -> np.ndarray:
+            v = dg.vertex_of.get((value, dim))
+            return cl.pruned(v) if v is not None else np.zeros(0, dtype=im.INDEX)
+
+        actions.ints, suspects = infer_int_updates(
+            G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of)
         sync = []
         for tname in cuts:
             for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):

@@ -230,11 +230,20 @@ def _a_cover(owner: im.OwnerMap) -> np.ndarray:
 OpaqueRelations = Callable[[RuleContext, Any], None]
 
 
+# Python calls through which tensor data leaves torch: whatever follows is invisible
+ESCAPES = {"numpy", "tolist", "__array__", "__dlpack__", "__reduce_ex__", "cpu_numpy"}
+
+
 def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelations | None]
                     ) -> DimGraph:
     """Apply the op rules to every recorded call (and the registry to opaque layers)."""
     dg = DimGraph(graph)
     for node in graph.nodes.values():
+        if node.type in ESCAPES:
+            # the data leaves torch here: no rule can say where its channels go
+            for v in set(node.inputs) | {o for c in node.calls for o in c.outputs if o is not None}:
+                dg.readers.setdefault(v, []).append((node.id, -2))
+            dg.unknown.append((node.id, f"Tensor.{node.type}()"))
         if node.kind in (NODE_INPUT, NODE_OUTPUT):
             if node.kind == NODE_OUTPUT:
                 for v in node.inputs:

@@ -240,8 +240,14 @@ REGISTRY = default_registry()
 def customized_spec(in_ch_pruning_fn: Callable, out_ch_pruning_fn: Callable,
                     get_in_ch_fn: Callable, get_out_ch_fn: Callable) -> LayerSpec:
     """A black-box layer: its input channels are pruned with ``in_ch_pruning_fn``, its output
-    channels with ``out_ch_pruning_fn``. When ``get_in_ch_fn`` or ``get_out_ch_fn`` returns
-    None the layer keeps its input shape: inputs and outputs are the same channels."""
+    channels with ``out_ch_pruning_fn``. Inputs and outputs are the *same* channels (like a
+    BatchNorm) when ``get_in_ch_fn`` or ``get_out_ch_fn`` returns None, or when one function
+    prunes both sides of a layer with as many inputs as outputs (the classic convention)."""
+
+    def coupled(m: nn.Module) -> bool:
+        cin, cout = get_in_ch_fn(m), get_out_ch_fn(m)
+        return cin is None or cout is None or (
+            in_ch_pruning_fn is out_ch_pruning_fn and cin == cout)
 
     def relations(ctx, m: nn.Module, node: Node) -> None:
         g = ctx.b.graph
@@ -251,7 +257,7 @@ def customized_spec(in_ch_pruning_fn: Callable, out_ch_pruning_fn: Callable,
         x, y = tensor_inputs[0], node.outputs[0]
         xs, ys = g.values[x].shape, g.values[y].shape
         cin, cout = get_in_ch_fn(m), get_out_ch_fn(m)
-        if cin is None or cout is None:
+        if coupled(m):
             c = cout if cout is not None else cin
             dx = _channel_dim(xs, c)
             dy = _channel_dim(ys, c if c is not None else xs[dx] if dx is not None else None)
@@ -282,8 +288,7 @@ def customized_spec(in_ch_pruning_fn: Callable, out_ch_pruning_fn: Callable,
                 total += _call_classic(fn, m, idxs, dry_run)
         return total
 
-    return LayerSpec(out_fn=out_ch_pruning_fn, in_fn=in_ch_pruning_fn,
-                     coupled=lambda m: get_in_ch_fn(m) is None or get_out_ch_fn(m) is None,
+    return LayerSpec(out_fn=out_ch_pruning_fn, in_fn=in_ch_pruning_fn, coupled=coupled,
                      in_channels=get_in_ch_fn, out_channels=get_out_ch_fn,
                      relations=relations, prune=prune)
 

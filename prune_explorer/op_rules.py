@@ -164,6 +164,16 @@ def _new_factory(ctx: RuleContext) -> None:
             ctx.absorb(src, i, "template for a new tensor")
 
 
+@rule("_local_scalar_dense", "item", "is_nonzero", "equal", "allclose", "_assert_async",
+      "_assert_tensor_metadata", "_print", "is_same_size")
+def _read_values(ctx: RuleContext) -> None:
+    """Ops that turn tensor values into Python values (control flow, asserts): whatever the
+    channels are, they only read them."""
+    for ref in ctx.tensor_inputs():
+        for i in range(len(ctx.shape(ref))):
+            ctx.absorb(ref, i, "read as a Python value")
+
+
 @rule("as_strided", "as_strided_", "as_strided_copy")
 def _as_strided(ctx: RuleContext) -> None:
     """Restriding without a shape change (memory-format fix-ups) keeps every dim."""
@@ -824,7 +834,10 @@ def _batch_norm(ctx: RuleContext) -> None:
             ctx.same(stat, 0, out, 1, "norm statistics")
 
 
-@rule("_prelu_kernel", "prelu")
+RULES["_prelu_kernel"] = _elementwise  # its weight arrives already viewed as (1, C, 1, 1)
+
+
+@rule("prelu")
 def _prelu(ctx: RuleContext) -> None:
     x, w, out = ctx.arg(0), ctx.arg(1), ctx.out(0)
     xs = ctx.shape(x)

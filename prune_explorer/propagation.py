@@ -214,9 +214,12 @@ def _op_name(dg: DimGraph, call_key) -> str:
     node = dg.graph.nodes.get(call_key[0])
     if node is None:
         return "unknown op"
+    if call_key[1] == -2:
+        return f"Tensor.{node.type}(), data leaving torch"
     if call_key[1] < 0 or not node.calls:
         return node.type
-    return node.calls[call_key[1]].op
+    op = node.calls[call_key[1]].op
+    return f"{node.type}, {op}" if node.kind == "layer" else op
 
 
 def _reader_node(dg: DimGraph, value: int) -> str | None:

@@ -380,7 +380,7 @@ class _FunctionNamer(TorchFunctionMode):
 
 def _python_ints(obj, depth=0) -> tuple:
     """The int arguments a Python call was given, flattened (view(B, -1, 64) -> (B, -1, 64))."""
-    if depth > 3:
+    if depth > 6:
         return ()
     if isinstance(obj, bool):
         return ()
@@ -388,6 +388,8 @@ def _python_ints(obj, depth=0) -> tuple:
         return (obj,)
     if isinstance(obj, (tuple, list, torch.Size)):
         return tuple(itertools.chain.from_iterable(_python_ints(o, depth + 1) for o in obj))
+    if isinstance(obj, slice):
+        return _python_ints((obj.start, obj.stop, obj.step), depth + 1)
     return ()
 
 

@@ -1,0 +1,159 @@
+"""Tracing: any inputs and outputs, control flow, modes, frozen and unwrapped parameters."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prune_explorer as tp
+from oracle import assert_matches_twin, snapshot, state_equal
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.img = nn.Conv2d(3, 8, 3, padding=1)
+        self.emb = nn.Embedding(20, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, image, tokens=None, flag=True):
+        h = self.img(image).mean((2, 3))
+        if tokens is not None:  # dynamic control flow on Python values
+            h = h + self.emb(tokens).sum(1)
+        if h.sum() > -1e9 and flag:  # ... and on tensor values
+            h = F.relu(h)
+        return {"logits": self.head(h), "features": (h,)}
+
+
+@pytest.mark.parametrize("inputs", ["tuple", "dict"])
+def test_tuple_and_dict_inputs_with_integer_tokens(inputs):
+    model = TwoInputs().eval()
+    image, tokens = torch.randn(2, 3, 6, 6), torch.randint(0, 20, (2, 5))
+    x = (image, tokens) if inputs == "tuple" else {"image": image, "tokens": tokens}
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    assert {n.kind for n in DG.graph.nodes.values()} >= {"input", "layer", "op", "output"}
+    # features is a model output: its channels may not change...
+    with pytest.raises(tp.UnsupportedOperationError, match="model output"):
+        DG.get_pruning_plan(model.img, "out", [1])
+    # ...unless the user says so
+    plan = DG.get_pruning_plan(model.img, "out", [1], allow_output_change=True)
+    assert {s.target for s in plan.layer_steps} == {"img", "emb", "head"}
+    plan.exec()
+    out = model(*x) if inputs == "tuple" else model(**x)
+    assert out["features"][0].shape == (2, 7)
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    aux: torch.Tensor
+
+
+class DataclassOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 10)
+        self.b = nn.Linear(10, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return Output(self.b(h), h.sum(-1))
+
+
+def test_dataclass_outputs_are_found():
+    model = DataclassOut().eval()
+    x = torch.randn(4, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    assert len(DG.graph.outputs) == 2
+    plan = DG.get_pruning_plan(model.a, "out", [0, 9])
+    assert_matches_twin(model, plan, x)
+
+
+def test_train_mode_is_kept_and_buffers_and_rng_untouched():
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.Dropout(0.5), nn.Conv2d(6, 2, 1))
+    model.train()
+    before = snapshot(model)
+    x = torch.randn(4, 3, 8, 8)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    assert torch.equal(torch.rand(3), expected_next)  # tracing did not consume randomness
+    assert model.training and all(m.training for m in model.modules())
+    assert state_equal(before, snapshot(model))  # running stats not updated by tracing
+    DG.get_pruning_plan(model[0], "out", [1]).exec()
+    assert model.training and model[1].running_mean.shape == (5,)
+
+
+def test_eval_mode_kept():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)).eval()
+    tp.DependencyGraph().build_dependency(model, torch.randn(1, 3))
+    assert not any(m.training for m in model.modules())
+
+
+def test_frozen_parameters_are_pruned_too():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 2, 3))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 9, 9)
+    DG = tp.DependencyGraph().build_dependency(model.eval(), x)
+    plan = DG.get_pruning_plan(model[2], tp.prune_related_conv, [0, 7])
+    assert_matches_twin(model, plan, x)
+    assert not model[0].weight.requires_grad and model[0].weight.shape[0] == 6
+
+
+class TinyViT(nn.Module):
+    """cls token, position embedding and a layer scale used directly in forward."""
+
+    def __init__(self, dim=16, tokens=9):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 2, 2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim))
+        self.fc1, self.fc2 = nn.Linear(dim, 32), nn.Linear(32, dim)
+        self.gamma = nn.Parameter(torch.rand(dim))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        x = x + self.gamma * self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x[:, 0])
+
+
+def test_unwrapped_parameters_follow_their_group():
+    model = TinyViT().eval()
+    x = torch.randn(2, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    plan = DG.get_pruning_plan(model.patch, "out", [0, 5, 15])
+    targets = {s.target: s.idxs for s in plan.layer_steps}
+    for name in ("patch", "cls_token", "pos_embed", "gamma", "fc1", "fc2", "head"):
+        assert name in targets, name
+    assert targets["pos_embed"] == [0, 5, 15]
+    assert_matches_twin(model, plan, x)
+    assert model.cls_token.shape == (1, 1, 13) and model.pos_embed.shape == (1, 10, 13)
+    # the MLP hidden dim is its own group
+    plan = DG.get_pruning_plan(model.fc1, "out", list(range(0, 32, 2)))
+    assert {s.target for s in plan.layer_steps} == {"fc1", "fc2"}
+    assert_matches_twin(model, plan, x)
+
+
+def test_graph_nodes_are_named_after_modules_and_calls():
+    from torchvision.models import resnet18
+    DG = tp.DependencyGraph().build_dependency(resnet18().eval(), torch.randn(1, 3, 32, 32))
+    ids = set(DG.graph.nodes)
+    assert {"conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.relu",
+            "layer1.0.relu:1", "avgpool", "flatten", "fc", "input", "output"} <= ids
+    assert DG.graph.nodes["layer1.0.relu:1"].call_index == 1
+    assert DG.graph.nodes["flatten"].scope == ""
+    assert DG.graph.nodes["layer1.0.add_"].scope == "layer1.0"
+
+
+def test_tracing_leaves_no_hooks_or_modes_behind():
+    model = nn.Sequential(nn.Linear(3, 3))
+    tp.DependencyGraph().build_dependency(model, torch.randn(1, 3))
+    assert not model[0]._forward_hooks and not model[0]._forward_pre_hooks
+    from torch.overrides import _get_current_function_mode_stack
+    assert not _get_current_function_mode_stack()
