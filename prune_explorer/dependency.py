@@ -426,8 +426,8 @@ class _PlanBuilder:
                 sync.append(m)
         actions.sync = sync
 
-        out_steps, highlighted = self._finish_steps(steps, cuts, macs_gone, opaque_params)
         total_macs = sum(v for v in macs_gone.values() if v > 0)
+        out_steps, highlighted = self._finish_steps(steps, cuts, dict(macs_gone), opaque_params)
         plan = PruningPlan(G, self.root, self.side, idxs, out_steps, actions, total_params,
                            total_macs, list(cl.problems), highlighted, groups)
         plan._version = G.version
