@@ -36,6 +36,9 @@ def __getattr__(name):  # heavy or optional pieces load on first use
     if name == "prune_model":
         from .prune import prune_model
         return prune_model
+    if name == "select_channels":
+        from .select import select_channels
+        return select_channels
     if name in ("save", "load"):
         from . import serialization
         return getattr(serialization, name)

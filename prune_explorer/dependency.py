@@ -48,6 +48,7 @@ class DependencyGraph:
         self.version = 0
         self._owners: dict[str, list[tuple[str, str]]] = {}
         self._param_name: dict[int, str] = {}
+        self._executed: list[PruningPlan] = []
 
     # ---- building -----------------------------------------------------------------------------
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
@@ -230,14 +231,16 @@ class DependencyGraph:
     # ---- plans --------------------------------------------------------------------------------
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,
                          idxs: Iterable[int] = (), *, allow_output_change: bool = False,
-                         strict: bool = True) -> PruningPlan:
+                         strict: bool = True, policy: str = "cheapest") -> PruningPlan:
         """Plan the removal of channels ``idxs`` of ``module`` and of everything coupled to them.
 
         ``pruning_fn`` picks the side as in the classic API: an output-side function
         (``tp.prune_conv``, ``tp.prune_linear``, ...) prunes the layer's output channels, an
         input-side one (``tp.prune_related_conv``, ...) its input channels. ``"out"`` and
         ``"in"`` work too. With ``strict=False`` an invalid plan is returned with its
-        ``problems`` instead of raising (the explorer shows them).
+        ``problems`` instead of raising (the explorer shows them). ``policy`` says how indices
+        that are not whole slices of a reshape are widened: ``"cheapest"`` (fewest extra
+        channels), ``"heads"`` (whole attention heads) or ``"dims"`` (the same slots per head).
         """
         self._require_built()
         self.check_fresh()
@@ -253,7 +256,7 @@ class DependencyGraph:
         fn_name = _fn_name(pruning_fn, self.registry.lookup(m), m, side)
         return self.plan_from_seeds({root: np.asarray(checked, dtype=im.INDEX)}, name, side,
                                     fn_name, allow_output_change=allow_output_change,
-                                    strict=strict)
+                                    strict=strict, policy=policy)
 
     def close(self, seeds: dict[int, np.ndarray], allow_output_change: bool = False,
               policy: str = "cheapest") -> Closure:
@@ -301,8 +304,29 @@ class DependencyGraph:
         if not verify:
             self._trace()
         plan.executed = True
+        plan._snapshot = snap
         record_history(self.model, plan)
+        self._executed.append(plan)
         return plan.params_removed
+
+    def undo(self, plan: PruningPlan | None = None) -> PruningPlan:
+        """Undo the last executed plan (or check that ``plan`` is it): the model gets back its
+        exact previous tensors and attributes, and the graph is re-traced."""
+        from .execution import HISTORY_ATTR
+        self._require_built()
+        if not self._executed:
+            raise PlanExecutionError("nothing to undo: no plan was executed on this graph")
+        last = self._executed[-1]
+        if plan is not None and plan is not last:
+            raise PlanExecutionError("only the last executed plan can be undone")
+        last._snapshot.restore()
+        history = self.model.__dict__.get(HISTORY_ATTR)
+        if history:
+            history.pop()
+        self._executed.pop()
+        last.executed = False
+        self._trace()
+        return last
 
 
 class _PlanBuilder:

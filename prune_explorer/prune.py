@@ -105,7 +105,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 round_to: int | None = None, global_pruning: bool = False, *,
                 head_pruning: str = "heads", prune_hidden: bool = True,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
-                verbose: bool = False, DG: DependencyGraph | None = None) -> PruneReport:
+                verbose: bool = False, DG: DependencyGraph | None = None,
+                dry_run: bool = False) -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -121,6 +122,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
       LLM recipe.
     Returns a ``PruneReport`` (params and MACs before/after, what each group lost, and the
     groups that were skipped and why). The model still runs and keeps its output shape.
+    ``dry_run=True`` changes nothing: the report's ``plan`` is the combined plan, unexecuted,
+    and ``params_after``/``macs_after`` are its predictions.
     """
     amount = _check_amount(amount)
     if strategy not in STRATEGY_NAMES:
@@ -178,6 +181,19 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
             continue
         active.append((g, idxs, _closure_nodes(DG, cl)))
 
+    if dry_run:
+        plan = None
+        if active:
+            seeds = {g.vertex: idxs for g, idxs, _n in active}
+            plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
+                                      closure=close(DG.dg, seeds, policy=policy),
+                                      groups=len(seeds))
+        results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs],
+                               g.layers) for g, idxs, _n in active]
+        removed = plan.params_removed if plan else 0
+        return PruneReport(params_before, params_before - removed, macs_before,
+                           macs_before - (plan.macs_removed if plan else 0), results, skipped,
+                           plan)
     plan = _execute_groups(DG, active, skipped, policy)
     results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs], g.layers)
                for g, idxs, _n in active]
