@@ -83,6 +83,45 @@ def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple], pruned_of=
     return []
 
 
+def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int]]]:
+    """Reshape dims sized by the same attribute (``self.head_dim`` in the q, k and v views).
+
+    After pruning they must stay equal, so they are coupled. Returns groups of
+    ``(value id, dim)`` of reshape outputs; positions count from the end so that q/k/v views
+    with different leading dims still line up.
+    """
+    buckets: dict[tuple, list[tuple[int, int]]] = {}
+    for node in graph.nodes.values():
+        if node.module is not None or not node.py_ints or node.kind != "op":
+            continue
+        try:
+            scope = model.get_submodule(node.scope) if node.scope else model
+        except AttributeError:
+            continue
+        attrs = {}
+        for attr, val in vars(scope).items():
+            if isinstance(val, int) and not isinstance(val, bool) and not attr.startswith("_") \
+                    and _HINT.search(attr) and val > 1:
+                attrs.setdefault(val, []).append(attr)
+        if not attrs:
+            continue
+        for call in node.calls:
+            if call.packet not in ("view", "_unsafe_view", "reshape", "_reshape_alias"):
+                continue
+            target = call.args[1] if len(call.args) > 1 else None
+            out = call.outputs[0] if call.outputs else None
+            if not isinstance(target, (list, tuple)) or out is None:
+                continue
+            py = list(node.py_ints)
+            if len(py) != len(target):
+                continue
+            for pos, (t, p) in enumerate(zip(target, py)):
+                if p == t and t in attrs and len(attrs[t]) == 1:
+                    key = (node.scope, attrs[t][0], pos - len(target))
+                    buckets.setdefault(key, []).append((out, pos))
+    return [dims for dims in buckets.values() if len(dims) > 1]
+
+
 def _pick(cands: list[tuple[str, object]]) -> list[tuple[str, object]]:
     """Scalar attributes before containers; names that talk about sizes first; a single
     candidate is taken even with an unhinted name."""
@@ -162,8 +201,9 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                 key, val, newval = whole
                 updates.setdefault(key, (val, newval))
                 continue
+            python_call = node.module is None  # a call in forward code, its ints recorded
             for pos, old, new in changes:
-                if node.py_ints and old not in node.py_ints:
+                if python_call and old not in node.py_ints:
                     continue  # computed by torch from the tensor itself: adapts on its own
                 if node.py_ints and -1 in node.py_ints and call.packet in _SHAPE_OPS:
                     py = node.py_ints
@@ -187,6 +227,6 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                             new if x == old else x for x in val)
                         updates[key] = (val, newval)
                     break
-                if not found and node.py_ints and nid not in unexplained:
+                if not found and python_call and nid not in unexplained:
                     unexplained.append(nid)
     return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained

@@ -53,11 +53,14 @@ class DependencyGraph:
     # ---- building -----------------------------------------------------------------------------
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,
-                         verbose: bool = True, **kwargs) -> "DependencyGraph":
+                         verbose: bool = True, fixed_outputs: str = "primary",
+                         **kwargs) -> "DependencyGraph":
         """Trace ``model(example_inputs)`` and build the dependency graph. Returns ``self``.
 
-        ``pruning_dim`` and ``output_transform`` are accepted for compatibility with the classic
-        API; dims are found by tracing, so they are not needed.
+        ``fixed_outputs="primary"`` keeps the main output's shape (a tensor, every tensor of a
+        tuple, the first entry of a dict or ModelOutput such as ``logits``); ``"all"`` keeps
+        every returned tensor's shape. ``pruning_dim`` and ``output_transform`` are accepted
+        for compatibility with the classic API; dims are found by tracing.
         """
         if example_inputs is None:
             example_inputs = kwargs.pop("inputs", None)
@@ -69,13 +72,17 @@ class DependencyGraph:
         self.model = model
         self.example_inputs = example_inputs
         self.verbose = verbose
+        self.fixed_outputs = fixed_outputs
         self._trace()
         self._warn_unsupported()
         return self
 
     def _trace(self) -> None:
-        graph = trace(self.model, self.example_inputs, self.registry.is_opaque)
-        dg = build_dim_graph(graph, self._opaque_relations(graph))
+        graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
+                      getattr(self, "fixed_outputs", "primary"))
+        from .attributes import shared_size_dims
+        dg = build_dim_graph(graph, self._opaque_relations(graph),
+                             shared_size_dims(self.model, graph))
         self.graph, self.dg = graph, dg
         self.version += 1
         self._index_owners()

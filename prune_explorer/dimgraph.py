@@ -150,7 +150,7 @@ class DimGraph:
         producer can shrink (conv spatial dims), and dims some reader cannot follow."""
         n = len(self.size)
         fixed = np.zeros(n, dtype=bool)
-        outputs = set(self.graph.outputs)
+        outputs = set(self.graph.fixed_outputs)
         for v in range(n):
             key = self.key[v]
             if key[0] == "virtual":
@@ -234,9 +234,12 @@ OpaqueRelations = Callable[[RuleContext, Any], None]
 ESCAPES = {"numpy", "tolist", "__array__", "__dlpack__", "__reduce_ex__", "cpu_numpy"}
 
 
-def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelations | None]
-                    ) -> DimGraph:
-    """Apply the op rules to every recorded call (and the registry to opaque layers)."""
+def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelations | None],
+                    shared_sizes: list[list[tuple[int, int]]] = ()) -> DimGraph:
+    """Apply the op rules to every recorded call (and the registry to opaque layers).
+
+    ``shared_sizes`` lists reshape dims the model's code sizes with one attribute (the q, k
+    and v views all use ``self.head_dim``): they are coupled so they stay equal."""
     dg = DimGraph(graph)
     for node in graph.nodes.values():
         if node.type in ESCAPES:
@@ -284,8 +287,15 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
                 fn(ctx)
             except Exception:  # a rule that cannot read this call: treat the op as unknown
                 dg.unknown.append((node.id, call.op))
-    # readers inside one node that read a value produced by the same node are internal calls;
-    # they are still readers (a later call must handle what an earlier one produced).
+    for dims in shared_sizes:
+        verts = [dg.vertex(v, d) for v, d in dims]
+        for a, b in zip(verts, verts[1:]):
+            if dg.size[a] == dg.size[b]:
+                ri = len(dg.rels)
+                node = graph.values[dims[0][0]].producer or ""
+                dg.rels.append(MapRel(a, b, None, node, "sized by the same attribute"))
+                dg.adj[a].append(ri)
+                dg.adj[b].append(ri)
     dg.compute_fixed()
     return dg
 

@@ -104,6 +104,11 @@ class Graph:
     param_values: dict[str, int] = field(default_factory=dict)  # param/buffer name -> value id
     uncalled_modules: tuple[str, ...] = ()
     fingerprint: tuple = ()
+    primary_outputs: tuple[int, ...] | None = None  # outputs whose shape must be kept
+
+    @property
+    def fixed_outputs(self) -> tuple[int, ...]:
+        return self.outputs if self.primary_outputs is None else self.primary_outputs
 
     def consumers(self) -> dict[int, list[str]]:
         """value id -> node ids that read it (computed on demand)."""

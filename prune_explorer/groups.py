@@ -86,8 +86,14 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         size = G.size[root]
         probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
         members = [v for v in probe.order if probe.count(v)]
+        group = Group(node.module, root, size, members)
+        units, touched = compute_units(dg, group, policy, with_touched=True)
+        if touched is not None:  # whole heads, group slots: a unit reaches less than the probe
+            members = [v for v in members if v in touched]
+            group.members = members
+        group.units = units
+        group.layers = _layers(dg, members)
         covered.update(members)
-        group = Group(node.module, root, size, members, layers=_layers(dg, members))
         bad = [p for p in probe.problems if p.kind != "all-channels"]
         hit_ignored = [v for v in members if v in ignored_out]
         if hit_ignored:
@@ -124,41 +130,75 @@ def _vertex_module(dg, v: int) -> str:
 
 
 def _kind(dg: "DependencyGraph", probe: Closure, members: list[int]) -> str:
+    """residual (a join of two branches from different layers: the residual stream), heads
+    (attention heads or head dims), or plain channels."""
     G = dg.dg
+    graph = dg.graph
+    member_values = {G.key[v][0] for v in members if G.key[v][0] != "virtual"}
+    for value in member_values:
+        for reader in G.readers.get(value, ()):
+            node = graph.nodes.get(reader[0])
+            if node is None or node.type not in _JOIN_TYPES:
+                continue
+            acts = [x for x in node.inputs if graph.values[x].kind == ACTIVATION
+                    and x in member_values]
+            if len({_source_layer(graph, x) for x in acts}) >= 2:
+                return KIND_RESIDUAL
     heads = G.head_like()
     if any(heads[v] for v in members):
         return KIND_HEADS
-    member_values = {G.key[v][0] for v in members if G.key[v][0] != "virtual"}
-    for v in members:
-        key = G.key[v]
-        if key[0] == "virtual":
-            continue
-        for reader in G.readers.get(key[0], ()):
-            node = dg.graph.nodes.get(reader[0])
-            if node is None or node.type not in _JOIN_TYPES:
-                continue
-            acts = [x for x in node.inputs if dg.graph.values[x].kind == ACTIVATION]
-            if len(acts) >= 2 and sum(1 for x in acts if x in member_values) >= 2:
-                return KIND_RESIDUAL
+    for value in member_values:
+        for reader in G.readers.get(value, ()):
+            node = graph.nodes.get(reader[0])
+            if node is not None and reader[1] >= 0 and node.calls and node.calls[
+                    reader[1]].packet in _ATTENTION_OPS and len(graph.values[value].shape) >= 3:
+                return KIND_HEADS
     return KIND_CHANNELS
+
+
+_ATTENTION_OPS = {"bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu",
+                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_attention_math",
+                  "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"}
+
+
+def _source_layer(graph, value: int, limit: int = 400) -> str | None:
+    """The nearest layer a value comes from, following first inputs through ops."""
+    for _ in range(limit):
+        v = graph.values[value]
+        node = graph.nodes.get(v.producer) if v.producer else None
+        if node is None:
+            return v.name or f"value{value}"
+        if node.kind != "op":
+            return node.id
+        acts = [x for x in node.inputs if graph.values[x].kind in (ACTIVATION, "input")]
+        if not acts:
+            return node.id
+        value = acts[0]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # units
 # ---------------------------------------------------------------------------------------------
 def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
-                  max_closures: int = 4096) -> list[np.ndarray]:
-    """Minimal prunable index sets of the root (singletons for plain channels)."""
+                  max_closures: int = 4096, with_touched: bool = False):
+    """Minimal prunable index sets of the root (singletons for plain channels). With
+    ``with_touched`` also the vertices the units reach (None for plain channels)."""
+    if group.units is not None and not with_touched:
+        return group.units
     G = dg.dg
     first = close(G, {group.vertex: np.array([0], dtype=im.INDEX)}, policy=policy)
     if not first.expanded and first.pruned(group.vertex).tolist() == [0] and not _repeats(first):
-        return [np.array([i], dtype=im.INDEX) for i in range(group.size)]
+        units = [np.array([i], dtype=im.INDEX) for i in range(group.size)]
+        return (units, None) if with_touched else units
     remaining = np.ones(group.size, dtype=bool)
     units = []
+    touched: set[int] = set()
     while remaining.any() and len(units) < max_closures:
         i = int(np.argmax(remaining))
         cl = first if i == 0 else close(G, {group.vertex: np.array([i], dtype=im.INDEX)},
                                         policy=policy)
+        touched.update(v for v in cl.order if cl.count(v))
         u = cl.pruned(group.vertex)
         u = u[remaining[u]]
         if len(u) == 0:
@@ -167,7 +207,7 @@ def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
         units.append(u)
     if remaining.any():
         units.extend(np.array([i], dtype=im.INDEX) for i in np.nonzero(remaining)[0])
-    return units
+    return (units, touched) if with_touched else units
 
 
 def _repeats(cl: Closure) -> bool:

@@ -149,7 +149,7 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
 def _check(cl: Closure, allow_output_change: bool) -> None:
     dg = cl.dg
     graph = dg.graph
-    outputs = set(graph.outputs)
+    outputs = set(graph.fixed_outputs)
     for v in cl.order:
         m = cl.masks[v]
         n = int(m.sum())

@@ -393,9 +393,33 @@ def _python_ints(obj, depth=0) -> tuple:
     return ()
 
 
+def primary_tensors(output: Any) -> list[torch.Tensor]:
+    """The outputs whose shape a pruned model must keep: everything in a tensor, tuple or
+    list; in a dict-like or dataclass output (a Hugging Face ModelOutput) only the first
+    entry that holds tensors (logits), so auxiliary entries such as hidden states or
+    ``encoder_last_hidden_state`` may shrink with the model."""
+    if isinstance(output, dict):
+        for v in output.values():
+            found = list(iter_tensors(v))
+            if found:
+                return found
+        return []
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        for f in dataclasses.fields(output):
+            found = list(iter_tensors(getattr(output, f.name, None)))
+            if found:
+                return found
+        return []
+    return list(iter_tensors(output))
+
+
 def trace(model: nn.Module, example_inputs: Any,
-          is_opaque: Callable[[nn.Module], bool] = lambda m: False) -> Graph:
-    """Run ``model(example_inputs)`` once and record it as a Graph."""
+          is_opaque: Callable[[nn.Module], bool] = lambda m: False,
+          fixed_outputs: str = "primary") -> Graph:
+    """Run ``model(example_inputs)`` once and record it as a Graph.
+
+    ``fixed_outputs``: ``"primary"`` keeps only the main output's shape fixed (see
+    ``primary_tensors``), ``"all"`` every tensor the model returns."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
     rec = _Recorder(model, is_opaque)
@@ -453,6 +477,10 @@ def trace(model: nn.Module, example_inputs: Any,
             out_ids.append(vid)
     rec.nodes["output"] = Node("output", NODE_OUTPUT, "Output", "", inputs=tuple(out_ids))
 
+    primary = None
+    if fixed_outputs != "all":
+        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in primary_tensors(output)
+                                      if id(t) in rec.tensor_ids))
     called = set(rec.module_calls)
     uncalled = tuple(
         n for n, m in model.named_modules()
@@ -468,6 +496,7 @@ def trace(model: nn.Module, example_inputs: Any,
         param_values=param_values,
         uncalled_modules=uncalled,
         fingerprint=model_fingerprint(model),
+        primary_outputs=primary,
     )
     return graph
 
