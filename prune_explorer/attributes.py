@@ -83,45 +83,6 @@ def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple], pruned_of=
     return []
 
 
-def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int]]]:
-    """Reshape dims sized by the same attribute (``self.head_dim`` in the q, k and v views).
-
-    After pruning they must stay equal, so they are coupled. Returns groups of
-    ``(value id, dim)`` of reshape outputs; positions count from the end so that q/k/v views
-    with different leading dims still line up.
-    """
-    buckets: dict[tuple, list[tuple[int, int]]] = {}
-    for node in graph.nodes.values():
-        if node.module is not None or not node.py_ints or node.kind != "op":
-            continue
-        try:
-            scope = model.get_submodule(node.scope) if node.scope else model
-        except AttributeError:
-            continue
-        attrs = {}
-        for attr, val in vars(scope).items():
-            if isinstance(val, int) and not isinstance(val, bool) and not attr.startswith("_") \
-                    and _HINT.search(attr) and val > 1:
-                attrs.setdefault(val, []).append(attr)
-        if not attrs:
-            continue
-        for call in node.calls:
-            if call.packet not in ("view", "_unsafe_view", "reshape", "_reshape_alias"):
-                continue
-            target = call.args[1] if len(call.args) > 1 else None
-            out = call.outputs[0] if call.outputs else None
-            if not isinstance(target, (list, tuple)) or out is None:
-                continue
-            py = list(node.py_ints)
-            if len(py) != len(target):
-                continue
-            for pos, (t, p) in enumerate(zip(target, py)):
-                if p == t and t in attrs and len(attrs[t]) == 1:
-                    key = (node.scope, attrs[t][0], pos - len(target))
-                    buckets.setdefault(key, []).append((out, pos))
-    return [dims for dims in buckets.values() if len(dims) > 1]
-
-
 def _pick(cands: list[tuple[str, object]]) -> list[tuple[str, object]]:
     """Scalar attributes before containers; names that talk about sizes first; a single
     candidate is taken even with an unhinted name."""
@@ -136,8 +97,15 @@ def _pick(cands: list[tuple[str, object]]) -> list[tuple[str, object]]:
 
 
 def _whole_list_update(model, node: Node, call: Call, changes):
-    """An attribute holding the whole size list (``self.split_sizes = [4, 8]``)."""
-    if len(changes) < 2 or call.packet not in ("split_with_sizes", "split_with_sizes_copy"):
+    """An attribute holding the whole size list (``self.split_sizes = [4, 8]``,
+    ``self.bias_shape = (49, 49, 4)`` passed to ``view``)."""
+    if not changes or call.packet not in ("split_with_sizes", "split_with_sizes_copy",
+                                          *_SHAPE_OPS):
+        return None
+    if call.packet in _SHAPE_OPS and (not node.py_ints or list(node.py_ints) != list(
+            call.args[1])):
+        return None
+    if call.packet not in _SHAPE_OPS and len(changes) < 2:
         return None
     old = list(call.args[1])
     new = list(old)
@@ -148,9 +116,15 @@ def _whole_list_update(model, node: Node, call: Call, changes):
             module = model.get_submodule(scope) if scope else model
         except AttributeError:
             continue
-        for attr, val in vars(module).items():
-            if not attr.startswith("_") and isinstance(val, (list, tuple)) and list(val) == old:
-                return (scope, attr), val, type(val)(new)
+        # the module itself, then its children (a helper method such as rel_pos.get_bias()
+        # runs without a forward hook, so its ops carry the parent's scope)
+        places = [(scope, module)] + [(f"{scope}.{n}" if scope else n, c)
+                                      for n, c in module.named_children()]
+        for where, m in places:
+            for attr, val in vars(m).items():
+                if not attr.startswith("_") and isinstance(val, (list, tuple)) and \
+                        list(val) == old:
+                    return (where, attr), val, type(val)(new)
     return None
 
 

@@ -80,9 +80,9 @@ class DependencyGraph:
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
                       getattr(self, "fixed_outputs", "primary"))
-        from .attributes import shared_size_dims
+        from .couplings import shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
-                             shared_size_dims(self.model, graph))
+                             shared_size_dims(self.model, graph) + shape_provenance(graph))
         self.graph, self.dg = graph, dg
         self.version += 1
         self._index_owners()
@@ -502,6 +502,7 @@ class _PlanBuilder:
             cl.order.index(kv[1]["anchor"]) if len(cl.order) < 5000 else 0))
         fn_of_key: dict[tuple, str] = {}
         node_step: dict[str, tuple] = {}
+        counted: dict[str, dict[int, int]] = {}  # tensor -> dims already counted by a step
         result: list[Step] = []
         highlighted: dict[str, dict] = {}
         for key, s in ordered:
@@ -514,8 +515,7 @@ class _PlanBuilder:
                 readers = tuple(r[0] for r in self.dg.readers.get(graph.param_values.get(target), ()))
                 nodes = (target,) + tuple(dict.fromkeys(readers))
                 fn, module_repr = "prune_parameter", f"Parameter{list(t.shape)}"
-                params = sum(removed_numel(t.shape, {d: len(cuts[target][d])})
-                             for (_t, d) in s["cuts"]) if isinstance(t, nn.Parameter) else 0
+                params = self._step_params(s["cuts"], cuts, counted)
             else:
                 m = G.model.get_submodule(target) if target else G.model
                 spec = G.registry.lookup(m)
@@ -527,8 +527,7 @@ class _PlanBuilder:
                 if kind == "opaque":
                     params = opaque_params.get(target, 0)
                 else:
-                    params = sum(removed_numel(G.tensor(t).shape, {d: len(cuts[t][d])})
-                                 for t, d in s["cuts"] if isinstance(G.tensor(t), nn.Parameter))
+                    params = self._step_params(s["cuts"], cuts, counted)
             fn_of_key[key] = fn
             for n in nodes:
                 node_step.setdefault(n, key)
@@ -550,6 +549,20 @@ class _PlanBuilder:
                     highlighted[n] = {"role": role, "idxs": st.idxs, "why": why, "fn": fn,
                                       "step": len(result) - 1}
         return result, highlighted
+
+    def _step_params(self, step_cuts, cuts, counted: dict) -> int:
+        """Parameters a step removes. A tensor cut along two dims (rows in one step, columns
+        in another) counts the overlap once: each cut counts what is left after earlier ones."""
+        total = 0
+        for tname, d in step_cuts:
+            t = self.G.tensor(tname)
+            if not isinstance(t, nn.Parameter):
+                continue
+            done = counted.setdefault(tname, {})
+            before = removed_numel(t.shape, done)
+            done[d] = len(cuts[tname][d])
+            total += removed_numel(t.shape, done) - before
+        return total
 
     def _trigger(self, v: int, key: tuple, fn_of_key: dict, node_step: dict) -> str:
         for prev in [v] + [p for p, _ri in reversed(self.cl.path(v))]:
@@ -614,7 +627,9 @@ def _pass_fn(node) -> str:
     return "_prune_elementwise_op"
 
 
-def _short(m: nn.Module) -> str:
+def _short(m) -> str:
+    if not isinstance(m, nn.Module):
+        return repr(m)[:90]
     text = repr(m) if not list(m.children()) else f"{type(m).__name__}(...)"
     text = text.replace("\n", " ")
     return text if len(text) <= 90 else text[:87] + "..."

@@ -168,7 +168,7 @@ class DimGraph:
         while changed:
             changed = False
             for rel in self.rels:
-                if isinstance(rel, MapRel) and rel.owner is None:
+                if isinstance(rel, MapRel) and (rel.owner is None or _same_kind(rel)):
                     if fixed[rel.a] != fixed[rel.b]:
                         fixed[rel.a] = fixed[rel.b] = True
                         changed = True
@@ -220,6 +220,13 @@ class DimGraph:
         return heads
 
 
+def _same_kind(rel: MapRel) -> bool:
+    """Maps that keep what a dim *is* (a rolled, flipped, padded or cropped spatial dim is
+    still spatial), unlike a concat, whose output mixes pieces of different kinds."""
+    return rel.why in ("roll", "flip", "pad", "slice") or (
+        rel.owner.size_a == rel.owner.size_b and rel.owner.injective)
+
+
 def _a_cover(owner: im.OwnerMap) -> np.ndarray:
     mask = np.zeros(owner.size_a, dtype=bool)
     o = owner.owner
@@ -235,11 +242,9 @@ ESCAPES = {"numpy", "tolist", "__array__", "__dlpack__", "__reduce_ex__", "cpu_n
 
 
 def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelations | None],
-                    shared_sizes: list[list[tuple[int, int]]] = ()) -> DimGraph:
-    """Apply the op rules to every recorded call (and the registry to opaque layers).
-
-    ``shared_sizes`` lists reshape dims the model's code sizes with one attribute (the q, k
-    and v views all use ``self.head_dim``): they are coupled so they stay equal."""
+                    couplings: list[tuple] = ()) -> DimGraph:
+    """Apply the op rules to every recorded call (and the registry to opaque layers), then
+    the couplings the model's code implies (see ``couplings``)."""
     dg = DimGraph(graph)
     for node in graph.nodes.values():
         if node.type in ESCAPES:
@@ -287,17 +292,71 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
                 fn(ctx)
             except Exception:  # a rule that cannot read this call: treat the op as unknown
                 dg.unknown.append((node.id, call.op))
-    for dims in shared_sizes:
-        verts = [dg.vertex(v, d) for v, d in dims]
-        for a, b in zip(verts, verts[1:]):
-            if dg.size[a] == dg.size[b]:
-                ri = len(dg.rels)
-                node = graph.values[dims[0][0]].producer or ""
-                dg.rels.append(MapRel(a, b, None, node, "sized by the same attribute"))
-                dg.adj[a].append(ri)
-                dg.adj[b].append(ri)
+    if couplings:
+        comp = _components(dg)
+        for coupling in couplings:
+            _add_coupling(dg, coupling, comp)
     dg.compute_fixed()
     return dg
+
+
+def _components(dg: DimGraph) -> list[int]:
+    """Union-find labels over every relation: dims already tied by the ops themselves."""
+    parent = list(range(len(dg.size)))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for rel in dg.rels:
+        if isinstance(rel, MapRel):
+            parent[find(rel.a)] = find(rel.b)
+        elif isinstance(rel, BlockRel):
+            first = find(rel.left[0])
+            for x in rel.left[1:] + rel.right:
+                parent[find(x)] = first
+    return [find(x) for x in range(len(dg.size))]
+
+
+def _add_coupling(dg: DimGraph, coupling: tuple, comp: list[int]) -> None:
+    """Add a coupling the code implies, unless the ops already relate those dims (a channel
+    shuffle reads its size from the tensor it permutes: same size, different indices)."""
+    graph = dg.graph
+
+    def known(vs):
+        if coupling[-1] != "unless-related":
+            return False
+        labels = {comp[x] for x in vs if x < len(comp)}
+        return len(labels) == 1 and all(x < len(comp) for x in vs)
+
+    if coupling[0] == "map":
+        dims = coupling[1]
+        verts = [dg.vertex(v, d) for v, d in dims]
+        if known(verts):
+            return
+        node = graph.values[dims[-1][0]].producer or ""
+        for a, b in zip(verts, verts[1:]):
+            if a != b and dg.size[a] == dg.size[b]:
+                ri = len(dg.rels)
+                dg.rels.append(MapRel(a, b, None, node, "sized the same by the code"))
+                dg.adj[a].append(ri)
+                dg.adj[b].append(ri)
+    else:
+        left = [dg.vertex(v, d) for v, d in coupling[1]]
+        right = [dg.vertex(v, d) for v, d in coupling[2] if graph.values[v].shape[d] > 1]
+        if im.product_size([dg.size[x] for x in left]) != im.product_size(
+                [dg.size[x] for x in right]) or known(left + right):
+            return
+        node = graph.values[coupling[2][-1][0]].producer or ""
+        ri = len(dg.rels)
+        if len(right) == 1:
+            dg.rels.append(MapRel(left[0], right[0], None, node, "sized the same by the code"))
+        else:
+            dg.rels.append(BlockRel(left, right, node, "sized by the code from another width"))
+        for x in set(left) | set(right):
+            dg.adj[x].append(ri)
 
 
 __all__ = ["DimGraph", "MapRel", "BlockRel", "AbsorbRel", "Virtual", "build_dim_graph", "Ref"]

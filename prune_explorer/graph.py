@@ -88,6 +88,7 @@ class Node:
     call_index: int = 0  # > 0 when a module is called more than once
     arg_names: tuple[str, ...] = ()  # opaque nodes: the argument each input was ("arg0", "key")
     py_ints: tuple = ()  # op nodes: the int arguments of the Python call (view(B, -1, 64))
+    int_sources: tuple = ()  # per py_int: (value, dim, num, den) when read from a tensor shape
 
     @property
     def label(self) -> str:

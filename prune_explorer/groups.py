@@ -46,11 +46,26 @@ class Group:
         return self.problem is None
 
 
+def _flatten(items) -> list:
+    out = []
+    for item in items or ():
+        if isinstance(item, (list, tuple, set)):
+            out.extend(_flatten(item))
+        elif isinstance(item, nn.ModuleList) or isinstance(item, nn.ModuleDict):
+            out.extend(item.values() if isinstance(item, nn.ModuleDict) else list(item))
+        else:
+            out.append(item)
+    return out
+
+
 def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
     names = set()
-    for item in ignored or ():
-        if isinstance(item, nn.Parameter):
+    for item in _flatten(ignored):
+        if isinstance(item, nn.Parameter) or item is None:
             continue
+        if not isinstance(item, (nn.Module, str)):
+            raise TypeError(f"ignored_layers must hold modules (or module names), got "
+                            f"{type(item).__name__}")
         name = dg.module_name(item)
         names.add(name)
         m = dg.model.get_submodule(name) if name else dg.model
@@ -66,6 +81,10 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
     ignored = _ignored_names(dg, ignored_layers)
     ignored_out = set()
     for name in ignored:
+        m = dg.model.get_submodule(name) if name else dg.model
+        spec = dg.registry.lookup(m)
+        if spec is not None and spec.coupled(m) and name not in _top(ignored):
+            continue  # a norm inside an ignored head produces no channels of its own
         try:
             ignored_out.add(dg.root_vertex(name, "out"))
         except Exception:
@@ -91,6 +110,9 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         if touched is not None:  # whole heads, group slots: a unit reaches less than the probe
             members = [v for v in members if v in touched]
             group.members = members
+            # judge the group by what one unit does: removing *every* channel at once widens
+            # through reshapes into dims no real selection touches
+            probe = close(G, {root: units[0]}, policy=policy)
         group.units = units
         group.layers = _layers(dg, members)
         covered.update(members)
@@ -106,6 +128,11 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         group.kind = _kind(dg, probe, members)
         groups.append(group)
     return groups
+
+
+def _top(names: set[str]) -> set[str]:
+    """The ignored names the user gave (not the submodules added under them)."""
+    return {n for n in names if not any(n.startswith(o + ".") for o in names if o != n)}
 
 
 def _layers(dg: "DependencyGraph", members: list[int]) -> list[str]:

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import TracingError
+from .traced_ints import TracedInt, provenance_of
 from .graph import (
     ACTIVATION,
     BUFFER,
@@ -119,7 +120,7 @@ class _Frame:
     """A node under construction: a module call, or a Python-level torch call."""
 
     __slots__ = ("kind", "name", "type", "scope", "module", "calls", "produced", "inputs",
-                 "node_id", "opaque", "fn_ints", "call_index", "arg_names")
+                 "node_id", "opaque", "fn_ints", "fn_srcs", "call_index", "arg_names")
 
     def __init__(self, kind, name, type_, scope, module=None, opaque=False, call_index=0):
         self.kind = kind  # "layer" | "op"
@@ -133,6 +134,7 @@ class _Frame:
         self.inputs: list[int] = []
         self.node_id: str | None = None
         self.fn_ints: tuple = ()
+        self.fn_srcs: tuple = ()
         self.call_index = call_index
         self.arg_names: list[str] = []
 
@@ -332,7 +334,7 @@ class _Recorder:
             id=frame.node_id, kind=frame.kind, type=frame.type, scope=frame.scope,
             module=frame.module, inputs=tuple(frame.inputs), outputs=tuple(frame.produced),
             calls=tuple(frame.calls), opaque=frame.opaque, call_index=frame.call_index,
-            arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints)
+            arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints, int_sources=frame.fn_srcs)
         self.nodes[node.id] = node
 
 
@@ -368,14 +370,35 @@ class _FunctionNamer(TorchFunctionMode):
         self.rec = rec
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in ("__get__", "size", "__len__") and args and isinstance(args[0], torch.Tensor):
+            return self._traced_shape(func, name, args, kwargs)
         frame = self.rec.enter_fn(func)
         if frame is None:
             return func(*args, **(kwargs or {}))
         try:
-            frame.fn_ints = _python_ints(args)
+            ints = _python_ints(args)
+            frame.fn_ints = tuple(int(i) for i in ints)
+            frame.fn_srcs = tuple(provenance_of(i) for i in ints)
             return func(*args, **(kwargs or {}))
         finally:
             self.rec.exit_fn(frame)
+
+    def _traced_shape(self, func, name, args, kwargs):
+        """``x.shape`` / ``x.size()`` / ``len(x)`` as ints that remember their source dim."""
+        out = func(*args, **(kwargs or {}))
+        if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") != "shape":
+            return out
+        vid = self.rec.tensor_ids.get(id(args[0]))
+        if vid is None:
+            return out
+        if isinstance(out, torch.Size):
+            return torch.Size(TracedInt(s, (vid, d)) for d, s in enumerate(out))
+        if isinstance(out, int) and not isinstance(out, bool):
+            dim = 0 if name == "__len__" else (args[1] if len(args) > 1 else (kwargs or {}).get("dim"))
+            if isinstance(dim, int):
+                return TracedInt(out, (vid, dim % max(args[0].dim(), 1)))
+        return out
 
 
 def _python_ints(obj, depth=0) -> tuple:

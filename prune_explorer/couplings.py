@@ -1,0 +1,103 @@
+"""Couplings the model's *code* implies, beyond what each op says.
+
+Two sources, both read from the trace:
+
+* ``view(B, N, self.num_heads, self.head_dim)`` in the q, k and v paths: dims sized by one
+  attribute must stay equal, so they are coupled (``shared_size_dims``).
+* ``x.transpose(1, 2).reshape(B, N, C)`` with ``C`` read from ``x.shape``: the attention's inner
+  width is *defined by* the input's width, so the two are coupled index by index
+  (``shape_provenance``), the way ``nn.MultiheadAttention`` couples ``embed_dim``.
+
+Each coupling is returned as ``("map", [(value, dim), ...])`` (identities along the list) or
+``("block", [(value, dim)], [(value, dim), ...])`` (a reshape-like product); a trailing
+``"unless-related"`` skips it where the ops already relate those dims (a channel shuffle reads
+its size from the very tensor it permutes).
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from torch import nn
+
+from .attributes import _HINT
+from .graph import Graph
+
+_RESHAPES = ("view", "_unsafe_view", "reshape", "_reshape_alias")
+
+
+def _reshape_calls(node):
+    for call in node.calls:
+        if call.packet not in _RESHAPES or len(call.args) < 2 or not call.outputs:
+            continue
+        target = call.args[1]
+        if isinstance(target, (list, tuple)) and len(target) == len(node.py_ints):
+            yield call, list(target)
+
+
+def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int]]]:
+    """Innermost reshape dims sized by the same attribute (``self.head_dim`` in the q, k and
+    v views). After pruning they must stay equal, so they are coupled."""
+    buckets: dict[tuple, list[tuple[int, int]]] = {}
+    for node in graph.nodes.values():
+        if node.module is not None or not node.py_ints or node.kind != "op":
+            continue
+        try:
+            scope = model.get_submodule(node.scope) if node.scope else model
+        except AttributeError:
+            continue
+        attrs = {}
+        for attr, val in vars(scope).items():
+            if isinstance(val, int) and not isinstance(val, bool) and not attr.startswith("_") \
+                    and _HINT.search(attr) and val > 1:
+                attrs.setdefault(val, []).append(attr)
+        if not attrs:
+            continue
+        for call, target in _reshape_calls(node):
+            out = call.outputs[0]
+            sources = node.int_sources or (None,) * len(target)
+            for pos, (t, p) in enumerate(zip(target, node.py_ints)):
+                if sources[pos] is not None or pos != len(target) - 1:
+                    # only the innermost dim (the head dim): a literal 3 that splits q, k, v
+                    # must not be taken for num_heads == 3
+                    continue
+                if p == t and t in attrs and len(attrs[t]) == 1:
+                    key = (node.scope, attrs[t][0], pos - len(target))
+                    buckets.setdefault(key, []).append((out, pos))
+    return [("map", dims) for dims in buckets.values() if len(dims) > 1]
+
+
+
+
+def shape_provenance(graph: Graph) -> list[tuple]:
+    """Reshape target dims whose size the code read from another tensor's dim."""
+    found = []
+    for node in graph.nodes.values():
+        if node.module is not None or not node.int_sources or not any(node.int_sources):
+            continue
+        for call, target in _reshape_calls(node):
+            out = call.outputs[0]
+            shape = graph.values[out].shape
+            if len(shape) != len(target):
+                continue
+            for k, src in enumerate(node.int_sources):
+                if src is None or shape[k] <= 1:
+                    continue
+                value, dim, num, den = src
+                if value not in graph.values or graph.values[value].shape[dim] <= 1:
+                    continue
+                size = graph.values[value].shape[dim]
+                if num == 1 and den == 1 and size == shape[k]:
+                    found.append(("map", [(value, dim), (out, k)], "unless-related"))
+                elif num == 1 and den > 1:
+                    # C // heads: the dims just before it make up the rest of C
+                    for j in range(k - 1, -1, -1):
+                        if prod(shape[j:k + 1]) == size:
+                            if all(node.int_sources[i] is None for i in range(j, k)):
+                                found.append(("block", [(value, dim)],
+                                              [(out, i) for i in range(j, k + 1)],
+                                              "unless-related"))
+                            break
+                        if prod(shape[j:k + 1]) > size:
+                            break
+    return found

@@ -1,0 +1,79 @@
+"""Ints that remember which tensor dim they were read from.
+
+During tracing, ``x.shape`` and ``x.size()`` return ``TracedInt``s: plain ints to the model's
+code (arithmetic, indexing, torch calls all work), which also remember ``(value, dim)`` and a
+rational factor. ``C // num_heads`` stays traced (``C * 1/12``); anything else (``B * N``,
+``C + 1``) falls back to a plain int. When such an int reaches ``view(B, N, C)``, we know the
+target dim is *defined by* another tensor's dim — so pruning one must prune the other.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+
+class TracedInt(int):
+    """An int read from a tensor's shape: ``int(self) == size(src) * num / den``."""
+
+    def __new__(cls, value: int, src: tuple[int, int], num: int = 1, den: int = 1):
+        obj = int.__new__(cls, value)
+        g = gcd(num, den) or 1
+        obj.src, obj.num, obj.den = src, num // g, den // g
+        return obj
+
+    @property
+    def provenance(self) -> tuple[int, int, int, int]:
+        return (self.src[0], self.src[1], self.num, self.den)
+
+    def __mul__(self, other):
+        if isinstance(other, int) and not isinstance(other, (TracedInt, bool)):
+            return TracedInt(int(self) * other, self.src, self.num * other, self.den)
+        return int(self) * other
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other):
+        if isinstance(other, int) and not isinstance(other, (TracedInt, bool)) and other and \
+                int(self) % other == 0:
+            return TracedInt(int(self) // other, self.src, self.num, self.den * other)
+        return int(self) // other
+
+    def __reduce__(self):  # pickles (and deep-copies) as a plain int
+        return (int, (int(self),))
+
+    def __repr__(self) -> str:
+        return repr(int(self))
+
+    __str__ = __repr__
+
+    # every other operation: a plain int
+    def __add__(self, other):
+        return int(self) + other
+
+    def __radd__(self, other):
+        return other + int(self)
+
+    def __sub__(self, other):
+        return int(self) - other
+
+    def __rsub__(self, other):
+        return other - int(self)
+
+    def __rfloordiv__(self, other):
+        return other // int(self)
+
+    def __mod__(self, other):
+        return int(self) % other
+
+    def __neg__(self):
+        return -int(self)
+
+    def __pos__(self):
+        return int(self)
+
+    def __abs__(self):
+        return abs(int(self))
+
+
+def provenance_of(x) -> tuple[int, int, int, int] | None:
+    return x.provenance if isinstance(x, TracedInt) else None
