@@ -294,17 +294,17 @@ def _split_outputs(ctx: RuleContext, dim: int, sizes: list[int], equal: bool) ->
         for i in range(n):
             if i != dim:
                 ctx.same(src, i, o, i, "split")
-    if equal and len(sizes) > 1 and len(set(sizes)) == 1:
-        # equal pieces (chunk): pieces stay equal only when each loses the same slots
-        whole = ctx.v(src, dim)
-        pieces = ctx.virtual("pieces", len(sizes), fixed=True)
-        slot = ctx.virtual("slots", sizes[0])
-        ctx.block([whole], [pieces, slot], "chunk into equal pieces")
-        for o in outs:
-            ctx.map_vertices(slot, ctx.v(o, dim), None, "chunk")
-        return
     for o, m in zip(outs, im.split_maps(shape[dim], sizes)):
         ctx.map(src, dim, o, dim, m, "split")
+    if equal and len(sizes) > 1:
+        # chunk(n) / split(size): pieces are re-cut from the new width, so they must lose
+        # the same slots: slot i of every piece is one unit (the shorter last piece lacks
+        # the trailing slots, which chunk's rounding then still reproduces exactly)
+        slot = ctx.virtual("slots", sizes[0])
+        for o, size in zip(outs, sizes):
+            owner = None if size == sizes[0] else im.OwnerMap(
+                sizes[0], size, np.arange(size, dtype=im.INDEX))
+            ctx.map_vertices(slot, ctx.v(o, dim), owner, "chunk")
 
 
 @rule("split", "split_copy", "unsafe_split")
