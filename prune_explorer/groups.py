@@ -297,8 +297,10 @@ def _lamp(scores: np.ndarray) -> np.ndarray:
 
 def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray],
                     strategy: str = "l1", policy: str = "heads",
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-    """One score per unit; lower is pruned first."""
+                    rng: np.random.Generator | None = None,
+                    cache: dict | None = None) -> np.ndarray:
+    """One score per unit; lower is pruned first. ``cache`` keeps per-tensor scores across
+    groups (a DenseNet layer's weight is a member of dozens of groups)."""
     if strategy == "random":
         rng = rng or np.random.default_rng(0)
         return rng.random(len(units))
@@ -315,16 +317,23 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         val = dg.graph.values[key[0]]
         if val.kind != PARAM:
             continue
-        t = dg.tensor(val.name)
-        mod = dg.model.get_submodule(val.name.rpartition(".")[0]) if "." in val.name else dg.model
-        s = score(val.name, t, key[1], mod)
+        ckey = (val.name, key[1], strategy)
+        if cache is not None and ckey in cache:
+            s = cache[ckey]
+        else:
+            t = dg.tensor(val.name)
+            mod = dg.model.get_submodule(val.name.rpartition(".")[0]) if "." in val.name \
+                else dg.model
+            s = score(val.name, t, key[1], mod)
+            if s is not None:
+                s = np.asarray(_lamp(s) if strategy == "lamp" else s, dtype=float)
+            if cache is not None:
+                cache[ckey] = s
         if s is None:
             continue
-        if strategy == "lamp":
-            s = _lamp(s)
-        per_vertex_scores[v] = np.asarray(s, dtype=float)
+        per_vertex_scores[v] = s
     if not per_vertex_scores and strategy in ("bn_scale", "taylor"):
-        return unit_importance(dg, group, units, "l1", policy)
+        return unit_importance(dg, group, units, "l1", policy, cache=cache)
     if singletons:
         labels = propagate_labels(dg, group)
         for v, s in per_vertex_scores.items():

@@ -16,6 +16,7 @@ Everything here works on numpy arrays and plain ints, and is tested by round tri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Iterable, Sequence
 
@@ -51,13 +52,14 @@ class OwnerMap:
         return np.nonzero(hit[self.owner])[0].astype(INDEX)
 
     def inverse(self, idxs: np.ndarray) -> np.ndarray:
-        """Indices of ``a`` that feed any of ``idxs`` of ``b``."""
+        """Indices of ``a`` that feed any of ``idxs`` of ``b`` (unique when ``idxs`` is)."""
         if self.owner is None:
             return idxs
         if len(idxs) == 0:
             return idxs
         src = self.owner[idxs]
-        return np.unique(src[src >= 0]).astype(INDEX)
+        src = src[src >= 0]
+        return src if self.injective else np.unique(src)
 
     def covered(self) -> np.ndarray | None:
         """Mask over ``b`` of the indices that come from ``a`` (None: all of them)."""
@@ -65,7 +67,7 @@ class OwnerMap:
             return None
         return self.owner >= 0
 
-    @property
+    @cached_property
     def injective(self) -> bool:
         if self.owner is None:
             return True

@@ -147,6 +147,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     skipped: list[tuple[str, str]] = []
     candidates: list[tuple[Group, list[np.ndarray], np.ndarray]] = []
     rng = np.random.default_rng(0)
+    score_cache: dict = {}
     for g in groups:
         if not g.prunable:
             skipped.append((g.root, g.problem))
@@ -158,7 +159,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         if len(units) < 2:
             skipped.append((g.root, "its channels form a single unit"))
             continue
-        scores = unit_importance(DG, g, units, strategy, policy, rng)
+        scores = unit_importance(DG, g, units, strategy, policy, rng, score_cache)
         candidates.append((g, units, scores))
 
     if global_pruning:
