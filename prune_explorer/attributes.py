@@ -201,6 +201,36 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                             new if x == old else x for x in val)
                         updates[key] = (val, newval)
                     break
+                if not found:
+                    found = _config_update(model, node, old, new, updates)
                 if not found and python_call and nid not in unexplained:
                     unexplained.append(nid)
     return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained
+
+
+def _config_update(model, node: Node, old: int, new: int, updates: dict) -> bool:
+    """Hugging Face code sometimes reads sizes from ``self.config`` in forward
+    (``reshape(B, -1, self.config.hidden_sizes[-1])``): update the config entry that holds
+    the old size, when exactly one does."""
+    for scope in _scope_chain(node):
+        try:
+            module = model.get_submodule(scope) if scope else model
+        except AttributeError:
+            continue
+        config = getattr(module, "config", None)
+        if config is None or isinstance(config, nn.Module):
+            continue
+        hits = []
+        for attr, val in vars(config).items():
+            if attr.startswith("_") or isinstance(val, bool):
+                continue
+            if isinstance(val, int) and val == old and _HINT.search(attr):
+                hits.append((attr, val, new))
+            elif isinstance(val, (list, tuple)) and all(isinstance(x, int) for x in val) \
+                    and list(val).count(old) == 1 and _HINT.search(attr):
+                hits.append((attr, val, type(val)(new if x == old else x for x in val)))
+        if len(hits) == 1:
+            attr, val, newval = hits[0]
+            updates.setdefault((scope, f"config.{attr}"), (val, newval))
+            return True
+    return False

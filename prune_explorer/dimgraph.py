@@ -292,12 +292,33 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
                 fn(ctx)
             except Exception:  # a rule that cannot read this call: treat the op as unknown
                 dg.unknown.append((node.id, call.op))
+    _absorb_dead_ends(dg)
     if couplings:
         comp = _components(dg)
         for coupling in couplings:
             _add_coupling(dg, coupling, comp)
     dg.compute_fixed()
     return dg
+
+
+def _absorb_dead_ends(dg: DimGraph) -> None:
+    """A call whose outputs nobody reads (``inputs_embeds[:, :, -1]`` only to take its
+    shape) cannot be broken by pruning its inputs: every input dim counts as handled."""
+    graph = dg.graph
+    outputs = set(graph.outputs)
+    for node in graph.nodes.values():
+        for ci, call in enumerate(node.calls):
+            outs = [o for o in call.outputs if o is not None]
+            if not outs or any(o in dg.readers or o in outputs for o in outs):
+                continue
+            if rule_for(call.op) is not None and call.packet not in ("select", "index",
+                                                                     "index_select"):
+                continue
+            for v in call.tensor_args():
+                for d in range(len(graph.values[v].shape)):
+                    x = dg.vertex_of.get((v, d))
+                    if x is not None:
+                        dg.handled.setdefault(x, set()).add((node.id, ci))
 
 
 def _components(dg: DimGraph) -> list[int]:

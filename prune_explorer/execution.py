@@ -37,6 +37,14 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name) if name else model
 
 
+def _owner_of(obj, attr: str):
+    """``("config.hidden_size")`` -> (module.config, "hidden_size")."""
+    *path, name = attr.split(".")
+    for p in path:
+        obj = getattr(obj, p)
+    return obj, name
+
+
 class Snapshot:
     """Everything ``apply_actions`` may change, kept so that ``restore`` undoes it exactly."""
 
@@ -57,6 +65,10 @@ class Snapshot:
                 if id(t) not in seen:
                     seen.add(id(t))
                     self.tensors.append((t, t.data, t.grad if isinstance(t, nn.Parameter) else None))
+        self.dotted = []  # (object, attr, value) for updates reaching past a module (config.x)
+        for mname, attr, _old, _new in actions.ints:
+            obj, name = _owner_of(_module(model, mname), attr)
+            self.dotted.append((obj, name, getattr(obj, name)))
         self.attrs = []
         for mname in modules:
             m = _module(model, mname)
@@ -65,6 +77,8 @@ class Snapshot:
                 self.attrs.append((sub, state, dict(sub._parameters), dict(sub._buffers)))
 
     def restore(self) -> None:
+        for obj, name, value in self.dotted:
+            setattr(obj, name, value)
         for t, data, grad in self.tensors:
             t.data = data
             if isinstance(t, nn.Parameter):
@@ -91,7 +105,8 @@ def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry")
         spec = registry.lookup(m)
         spec.prune(m, sets, False)
     for mname, attr, _old, new in actions.ints:
-        setattr(_module(model, mname), attr, new)
+        obj, name = _owner_of(_module(model, mname), attr)
+        setattr(obj, name, new)
     for mname in actions.sync:
         sync_layer(_module(model, mname))
 
