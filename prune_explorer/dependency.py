@@ -536,7 +536,8 @@ class _PlanBuilder:
             role = ROLE_ROOT if is_root else {"out": ROLE_OUT, "in": ROLE_IN, "opaque": ROLE_OUT,
                                               "param": ROLE_OUT}.get(kind, ROLE_PASS)
             trigger = self.trigger if is_root else self._trigger(v, key, fn_of_key, node_step)
-            why = "the root of the plan" if is_root else explain(cl, v, self.root, set(nodes))
+            why = "the root of the plan" if is_root else explain(
+                cl, v, self.root, set(nodes), kind, module_repr)
             macs = sum(macs_gone.pop(n, 0) for n in nodes) if kind != "pass" else sum(
                 macs_gone.pop(n, 0) for n in nodes if graph.nodes[n].kind == NODE_OP)
             st = Step(target=target, kind=kind, fn=fn, idxs=self._display_idxs(s, cuts),
