@@ -1,0 +1,98 @@
+"""prune_model: every group once, strategies, round_to, global ranking, ignored layers."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import prune_explorer as tp
+from oracle import assert_matches_twin, snapshot, state_equal
+
+
+def small_resnet():
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+X = torch.randn(2, 3, 32, 32)
+
+
+def test_dry_run_plan_equals_its_masked_twin_and_exec_matches_the_report():
+    model = small_resnet()
+    before = snapshot(model)
+    report = tp.prune_model(model, X, amount=0.5, ignored_layers=[model.fc], dry_run=True)
+    assert state_equal(before, snapshot(model))  # dry run: nothing changed
+    assert report.plan is not None and report.params_after < 0.4 * report.params_before
+    predicted = report.params_after
+    assert_matches_twin(model, report.plan, X)
+    assert tp.utils.count_params(model) == predicted
+
+
+@pytest.mark.parametrize("strategy", ["l1", "l2", "random", "bn_scale", "lamp"])
+def test_every_strategy_prunes_every_group_by_the_amount(strategy):
+    model = small_resnet()
+    report = tp.prune_model(model, X, amount=0.25, strategy=strategy, ignored_layers=[model.fc])
+    assert model(X).shape == (2, 10)
+    for g in report.groups:
+        assert g.pruned == int(0.25 * g.channels), (g.root, g.pruned, g.channels)
+    assert model.fc.out_features == 10
+
+
+def test_l1_keeps_the_strongest_channels():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    with torch.no_grad():
+        for i in range(8):
+            model[0].weight[i].fill_(i + 1)  # channel i has norm ~ i+1
+            model[2].weight[:, i].fill_(0.01)
+    tp.prune_model(model, torch.randn(1, 3, 8, 8), amount=0.5, ignored_layers=[model[2]])
+    kept = model[0].weight[:, 0, 0, 0].tolist()
+    assert sorted(kept) == [5.0, 6.0, 7.0, 8.0]
+
+
+def test_taylor_needs_a_loss_and_uses_gradients():
+    model = small_resnet().train()
+    with pytest.raises(tp.InvalidAmountError, match="loss_fn"):
+        tp.prune_model(model, X, amount=0.3, strategy="taylor")
+    y = torch.randint(0, 10, (2,))
+    report = tp.prune_model(model, X, amount=0.3, strategy="taylor", ignored_layers=[model.fc],
+                            loss_fn=lambda m: nn.functional.cross_entropy(m(X), y))
+    assert report.params_after < report.params_before
+
+
+@pytest.mark.parametrize("round_to", [8, 16])
+def test_round_to_leaves_multiples(round_to):
+    model = small_resnet()
+    tp.prune_model(model, X, amount=0.4, round_to=round_to, ignored_layers=[model.fc])
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.out_channels != 3:
+            assert m.out_channels % round_to == 0, m
+
+
+def test_global_pruning_ranks_across_groups_with_a_floor():
+    model = small_resnet()
+    report = tp.prune_model(model, X, amount=0.5, global_pruning=True, ignored_layers=[model.fc],
+                            max_group_loss=0.8)
+    fractions = [g.pruned / g.channels for g in report.groups]
+    assert max(fractions) <= 0.8 and len(set(round(f, 2) for f in fractions)) > 1
+    total = sum(g.channels for g in report.groups)
+    assert abs(sum(g.pruned for g in report.groups) - 0.5 * total) <= 0.05 * total
+    assert model(X).shape == (2, 10)
+
+
+def test_ignored_layers_keep_their_outputs_and_the_model_keeps_its_output_shape():
+    model = small_resnet()
+    tp.prune_model(model, X, amount=0.5, ignored_layers=[model.layer4, model.fc])
+    assert model.layer4[1].conv1.out_channels == 512
+    assert model.layer4[1].conv2.out_channels == 512  # coupled to the ignored block's outputs
+    assert model(X).shape == (2, 10)
+
+
+def test_report_lists_groups_and_skipped_reasons():
+    model = small_resnet()
+    report = tp.prune_model(model, X, amount=0.5)  # nothing ignored: fc is blocked by the output
+    assert any(root == "fc" and "model output" in why for root, why in report.skipped)
+    text = str(report)
+    assert "params" in text and "MACs" in text and "skipped fc" in text
+    d = report.to_dict()
+    assert d["params_after"] == tp.utils.count_params(model)
+    history = tp.history_of(model)
+    assert history[-1]["kind"] == "prune_model" and history[-1]["settings"]["amount"] == 0.5
