@@ -31,6 +31,23 @@ from .tracing import trace
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "DependencyGraph", "PruningPlan", "Step", "trace", "strategy", "utils", "history_of",
+    "prune_model", "select_channels", "save", "load", "Explorer",
+    "REGISTRY", "LayerSpec", "register_layer",
+    "PruningError", "TracingError", "InvalidIndicesError", "InvalidAmountError",
+    "PruneAllChannelsError", "UnknownModuleError", "UnsupportedOperationError",
+    "StaleGraphError", "PlanExecutionError", "HistoryMismatchError",
+    "prune_conv", "prune_related_conv", "prune_group_conv", "prune_related_group_conv",
+    "prune_depthwise_conv", "prune_conv_transpose", "prune_related_conv_transpose",
+    "prune_linear", "prune_related_linear", "prune_batchnorm", "prune_related_batchnorm",
+    "prune_instancenorm", "prune_related_instancenorm", "prune_layernorm",
+    "prune_related_layernorm", "prune_groupnorm", "prune_related_groupnorm", "prune_prelu",
+    "prune_related_prelu", "prune_embedding", "prune_related_embedding",
+    "prune_multihead_attention", "prune_related_multihead_attention",
+    "prune_multihead_attention_heads", "prune_parameter",
+]
+
 
 def __getattr__(name):  # heavy or optional pieces load on first use
     if name == "prune_model":

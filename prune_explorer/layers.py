@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from . import pruners as P
@@ -146,7 +145,7 @@ def _mha_relations(ctx, m: nn.MultiheadAttention, node: Node) -> None:
                 ctx.map_vertices(embed, ctx.v(Ref(t), len(g.values[t].shape) - 1), None,
                                  "key/value embedding (shared in_proj columns)")
     if key is not None and value is not None and key != value:
-        ks, vs = g.values[key].shape, g.values[value].shape
+        ks, _vs = g.values[key].shape, g.values[value].shape
         for i in range(len(ks) - 1):
             ctx.same(Ref(key), i, Ref(value), i, "keys/values")
 

@@ -1,0 +1,308 @@
+"""From a closure to a PruningPlan: ordered steps with indices, parameter and MAC counts,
+the reason each layer is coupled, and the exact actions exec will perform."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch import nn
+
+from . import index_mapping as im
+from .attributes import infer_int_updates
+from .explain import explain
+from .graph import BUFFER, NODE_OP, PARAM
+from .layers import LayerSpec
+from .metrics import node_macs, predicted_node_macs
+from .plan import ROLE_IN, ROLE_OUT, ROLE_PASS, ROLE_ROOT, Actions, PruningPlan, Step
+from .propagation import Closure
+from .pruners import removed_numel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dependency import DependencyGraph
+
+_ROLE_RANK = {ROLE_ROOT: 0, ROLE_OUT: 1, ROLE_IN: 2, ROLE_PASS: 3}
+
+
+class PlanBuilder:
+    """Closure -> ordered steps with indices, counts, explanations and exec actions."""
+
+    def __init__(self, dgraph: DependencyGraph, cl: Closure, root: str, side: str, trigger: str):
+        self.G = dgraph
+        self.cl = cl
+        self.root = root
+        self.side = side
+        self.trigger = trigger
+        self.graph = dgraph.graph
+        self.dg = dgraph.dg
+
+    def build(self, idxs: list[int], groups: int) -> PruningPlan:
+        G, cl, graph, dg = self.G, self.cl, self.graph, self.dg
+        steps: dict[tuple, dict] = {}
+        cuts: dict[str, dict[int, np.ndarray]] = {}
+        counts: dict[tuple[str, str], int] = {}
+        opaque: dict[str, dict[str, list[int]]] = {}
+        touched_nodes: list[str] = []
+        new_shapes: dict[int, list[int]] = {}
+        node_rank: dict[str, int] = {}
+        self.owner_step: dict[int, tuple] = {}  # vertex -> key of the step that owns it
+
+        def step(key, v, rank, **fields):
+            s = steps.get(key)
+            if s is None:
+                s = steps[key] = {"anchor": v, "cuts": [], "rank": rank, **fields}
+            return s
+
+        for order, v in enumerate(cl.order):
+            n = cl.count(v)
+            if not n:
+                continue
+            key = dg.key[v]
+            if key[0] == "virtual":
+                vi = dg.virtuals[v]
+                node = graph.nodes[vi.node]
+                node_rank.setdefault(node.id, order)
+                if node.opaque and vi.module is not None:
+                    opaque.setdefault(vi.module, {})[vi.name] = cl.pruned(v).tolist()
+                    skey = ("opaque", vi.module)
+                    step(skey, v, node_rank[node.id], kind="opaque", module=vi.module)
+                    self.owner_step[v] = skey
+                elif vi.attr and vi.module is not None:
+                    counts[(vi.module, vi.attr)] = n
+                continue
+            value = graph.values[key[0]]
+            shape = new_shapes.setdefault(value.id, list(value.shape))
+            shape[key[1]] -= n
+            if value.kind in (PARAM, BUFFER):
+                cuts.setdefault(value.name, {})[key[1]] = cl.pruned(v)
+                mod, _, attr = value.name.rpartition(".")
+                skey = self._module_side(mod, attr, key[1])
+                rank = min((node_rank.get(nid, order) for nid in graph.module_nodes.get(mod, ())),
+                           default=order)
+                s = step(skey, v, rank, kind=skey[2] if skey[0] == "module" else "param",
+                         module=mod if skey[0] == "module" else value.name)
+                s["cuts"].append((value.name, key[1]))
+                self.owner_step[v] = skey
+            else:
+                for nid in self._nodes_of_value(value.id):
+                    node_rank.setdefault(nid, order)
+                    if nid not in touched_nodes:
+                        touched_nodes.append(nid)
+                    node = graph.nodes[nid]
+                    if node.kind == NODE_OP:
+                        step(("pass", nid), v, node_rank[nid], kind="pass", module=nid)
+                producer = graph.nodes.get(value.producer)
+                if producer is not None:
+                    self.owner_step[v] = ("node", producer.id)
+
+        # predicted MACs per touched node
+        layer_nodes = set(touched_nodes)
+        for mod in {s["module"] for s in steps.values() if s["kind"] != "pass"}:
+            layer_nodes.update(graph.module_nodes.get(mod, ()))
+        layer_nodes = {nid for nid in layer_nodes if nid in graph.nodes}
+        shapes = {k: tuple(v) for k, v in new_shapes.items()}
+        before = node_macs(graph)
+        after = predicted_node_macs(graph, shapes, sorted(layer_nodes))
+        macs_gone = {nid: before.get(nid, 0) - after.get(nid, 0) for nid in after}
+        for mod, sets in opaque.items():
+            m = G.model.get_submodule(mod)
+            spec = G.registry.lookup(m)
+            if spec.macs is not None:
+                for nid in graph.module_nodes.get(mod, ()):
+                    node = graph.nodes[nid]
+                    macs_gone[nid] = spec.macs(m, node, graph, {}) - spec.macs(m, node, graph, sets)
+
+        # exact parameter counts
+        total_params = 0
+        for tname, dims in cuts.items():
+            t = G.tensor(tname)
+            if isinstance(t, nn.Parameter):
+                total_params += removed_numel(t.shape, {d: len(i) for d, i in dims.items()})
+        opaque_params = {}
+        for mod, sets in opaque.items():
+            m = G.model.get_submodule(mod)
+            opaque_params[mod] = G.registry.lookup(m).prune(m, sets, True)
+            total_params += opaque_params[mod]
+
+        actions = Actions(
+            cuts=[(t, d, idx.tolist()) for t, dims in cuts.items() for d, idx in dims.items()],
+            counts=[(m, a, n) for (m, a), n in counts.items()],
+            opaque=[(m, s) for m, s in opaque.items()],
+        )
+        def pruned_of(value: int, dim: int) -> np.ndarray:
+            v = dg.vertex_of.get((value, dim))
+            return cl.pruned(v) if v is not None else np.zeros(0, dtype=im.INDEX)
+
+        actions.ints, suspects = infer_int_updates(
+            G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of)
+        sync = []
+        for tname in cuts:
+            for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):
+                if mname not in sync:
+                    sync.append(mname)
+        for (m, _a), _n in counts.items():
+            if m not in sync:
+                sync.append(m)
+        actions.sync = sync
+
+        total_macs = sum(v for v in macs_gone.values() if v > 0)
+        out_steps, highlighted = self._finish_steps(steps, cuts, dict(macs_gone), opaque_params)
+        plan = PruningPlan(G, self.root, self.side, idxs, out_steps, actions, total_params,
+                           total_macs, list(cl.problems), highlighted, groups)
+        plan._version = G.version
+        plan._closure = cl
+        plan.suspect_nodes = suspects
+        plan.touched_nodes = set(touched_nodes) | layer_nodes
+        return plan
+
+    def _module_side(self, mod: str, attr: str, dim: int) -> tuple:
+        G = self.G
+        try:
+            m = G.model.get_submodule(mod) if mod else G.model
+        except AttributeError:
+            return ("param", mod, "param")
+        spec = G.registry.lookup(m)
+        if spec is None or spec.opaque:
+            return ("param", f"{mod}.{attr}" if mod else attr, "param")
+        if spec.coupled(m):
+            return ("module", mod, "out")
+        if (attr, dim) in spec.out_params(m):
+            return ("module", mod, "out")
+        if (attr, dim) in spec.in_params(m):
+            return ("module", mod, "in")
+        return ("param", f"{mod}.{attr}" if mod else attr, "param")
+
+    def _nodes_of_value(self, value: int) -> list[str]:
+        graph = self.graph
+        out = []
+        v = graph.values[value]
+        if v.producer and v.producer in graph.nodes:
+            out.append(v.producer)
+        for reader in self.dg.readers.get(value, ()):
+            if reader[0] not in out and reader[0] in graph.nodes:
+                out.append(reader[0])
+        return out
+
+    def _finish_steps(self, steps, cuts, macs_gone, opaque_params):
+        G, cl, graph = self.G, self.cl, self.graph
+        ordered = sorted(steps.items(), key=lambda kv: (
+            0 if kv[1]["module"] == self.root and kv[1]["kind"] != "pass" else 1, kv[1]["rank"],
+            cl.order.index(kv[1]["anchor"]) if len(cl.order) < 5000 else 0))
+        fn_of_key: dict[tuple, str] = {}
+        node_step: dict[str, tuple] = {}
+        counted: dict[str, dict[int, int]] = {}  # tensor -> dims already counted by a step
+        result: list[Step] = []
+        highlighted: dict[str, dict] = {}
+        for key, s in ordered:
+            kind, target = s["kind"], s["module"]
+            if kind == "pass":
+                node = graph.nodes[target]
+                nodes, fn, module_repr, params = (target,), _pass_fn(node), node.type, 0
+            elif kind == "param":
+                t = G.tensor(target)
+                readers = tuple(r[0] for r in self.dg.readers.get(graph.param_values.get(target), ()))
+                nodes = (target,) + tuple(dict.fromkeys(readers))
+                fn, module_repr = "prune_parameter", f"Parameter{list(t.shape)}"
+                params = self._step_params(s["cuts"], cuts, counted)
+            else:
+                m = G.model.get_submodule(target) if target else G.model
+                spec = G.registry.lookup(m)
+                nodes = tuple(graph.module_nodes.get(target, ()))
+                for tname, _d in s["cuts"]:
+                    for owner, _a in G._owners.get(tname, ()):
+                        nodes += tuple(n for n in graph.module_nodes.get(owner, ()) if n not in nodes)
+                fn, module_repr = _classic_fn(spec, m, kind), _short(m)
+                if kind == "opaque":
+                    params = opaque_params.get(target, 0)
+                else:
+                    params = self._step_params(s["cuts"], cuts, counted)
+            fn_of_key[key] = fn
+            for n in nodes:
+                node_step.setdefault(n, key)
+            v = s["anchor"]
+            is_root = target == self.root and kind != "pass" and not result
+            role = ROLE_ROOT if is_root else {"out": ROLE_OUT, "in": ROLE_IN, "opaque": ROLE_OUT,
+                                              "param": ROLE_OUT}.get(kind, ROLE_PASS)
+            trigger = self.trigger if is_root else self._trigger(v, key, fn_of_key, node_step)
+            why = "the root of the plan" if is_root else explain(
+                cl, v, self.root, set(nodes), kind, module_repr)
+            macs = sum(macs_gone.pop(n, 0) for n in nodes) if kind != "pass" else sum(
+                macs_gone.pop(n, 0) for n in nodes if graph.nodes[n].kind == NODE_OP)
+            st = Step(target=target, kind=kind, fn=fn, idxs=self._display_idxs(s, cuts),
+                      params=params, macs=max(macs, 0), trigger=trigger, why=why,
+                      module_repr=module_repr, nodes=nodes, role=role)
+            result.append(st)
+            for n in nodes:
+                prev = highlighted.get(n)
+                if prev is None or _ROLE_RANK[role] < _ROLE_RANK[prev["role"]]:
+                    highlighted[n] = {"role": role, "idxs": st.idxs, "why": why, "fn": fn,
+                                      "step": len(result) - 1}
+        return result, highlighted
+
+    def _step_params(self, step_cuts, cuts, counted: dict) -> int:
+        """Parameters a step removes. A tensor cut along two dims (rows in one step, columns
+        in another) counts the overlap once: each cut counts what is left after earlier ones."""
+        total = 0
+        for tname, d in step_cuts:
+            t = self.G.tensor(tname)
+            if not isinstance(t, nn.Parameter):
+                continue
+            done = counted.setdefault(tname, {})
+            before = removed_numel(t.shape, done)
+            done[d] = len(cuts[tname][d])
+            total += removed_numel(t.shape, done) - before
+        return total
+
+    def _trigger(self, v: int, key: tuple, fn_of_key: dict, node_step: dict) -> str:
+        for prev in [v] + [p for p, _ri in reversed(self.cl.path(v))]:
+            owner = self.owner_step.get(prev)
+            if owner is None:
+                continue
+            if owner[0] == "node":
+                owner = node_step.get(owner[1])
+            if owner is not None and owner != key and owner in fn_of_key:
+                return fn_of_key[owner]
+        return self.trigger
+
+    def _display_idxs(self, s, cuts) -> list[int]:
+        cl = self.cl
+        if s["kind"] == "pass":
+            return cl.pruned(s["anchor"]).tolist()
+        if s["kind"] == "opaque":
+            return cl.pruned(s["anchor"]).tolist()
+        if s["cuts"]:
+            tname, d = s["cuts"][0]
+            return cuts[tname][d].tolist()
+        return cl.pruned(s["anchor"]).tolist()
+
+
+def _classic_fn(spec: LayerSpec | None, m: nn.Module, kind: str) -> str:
+    if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1:
+        return "prune_group_conv"
+    if spec is None:
+        return "prune_parameter"
+    fn = spec.in_fn if kind == "in" else spec.out_fn
+    if fn is None:
+        return f"prune_{type(m).__name__.lower()}" + ("_in" if kind == "in" else "")
+    return getattr(fn, "__name__", str(fn))
+
+
+def _pass_fn(node) -> str:
+    t = node.type.lower()
+    if t in ("cat", "concat", "concatenate", "stack", "hstack", "vstack"):
+        return "_prune_concat"
+    if t in ("split", "chunk", "unbind", "tensor_split", "getitem"):
+        return "_prune_split"
+    if t in ("view", "reshape", "flatten", "unflatten", "permute", "transpose"):
+        return "_prune_reshape"
+    return "_prune_elementwise_op"
+
+
+def _short(m) -> str:
+    if not isinstance(m, nn.Module):
+        return repr(m)[:90]
+    text = repr(m) if not list(m.children()) else f"{type(m).__name__}(...)"
+    text = text.replace("\n", " ")
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
