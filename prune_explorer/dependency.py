@@ -262,6 +262,14 @@ class DependencyGraph:
                                     fn_name, allow_output_change=allow_output_change,
                                     strict=strict, policy=policy)
 
+    def groups(self, ignored_layers: Iterable = (), policy: str = "heads") -> list:
+        """Every group of coupled layers, in graph order: its root layer, kind ("residual",
+        "heads" or "channels"), channel count, prunable units and member layers — or the
+        reason it cannot be pruned (``group.problem``)."""
+        from .groups import find_groups
+        self._require_built()
+        return find_groups(self, ignored_layers, policy)
+
     def close(self, seeds: dict[int, np.ndarray], allow_output_change: bool = False,
               policy: str = "cheapest") -> Closure:
         self._require_built()
