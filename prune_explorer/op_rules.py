@@ -295,7 +295,12 @@ def _split_outputs(ctx: RuleContext, dim: int, sizes: list[int], equal: bool) ->
             if i != dim:
                 ctx.same(src, i, o, i, "split")
     for o, m in zip(outs, im.split_maps(shape[dim], sizes)):
-        ctx.map(src, dim, o, dim, m, "split")
+        if ctx.shape(o)[dim] == 1 and shape[dim] > 1:
+            # a one-channel piece still needs its vertex: removing its channel empties the
+            # piece (refused as "all entries"), rather than being silently dropped
+            ctx.map_vertices(ctx.v(src, dim), ctx.b.vertex(o.value, dim), m, "split")
+        else:
+            ctx.map(src, dim, o, dim, m, "split")
     if equal and len(sizes) > 1:
         # chunk(n) / split(size): pieces are re-cut from the new width, so they must lose
         # the same slots: slot i of every piece is one unit (the shorter last piece lacks
