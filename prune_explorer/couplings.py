@@ -61,8 +61,10 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
                     # only the innermost dim (the head dim): a literal 3 that splits q, k, v
                     # must not be taken for num_heads == 3
                     continue
-                if p == t and t in attrs and len(attrs[t]) == 1:
-                    key = (node.scope, attrs[t][0], pos - len(target))
+                if p == t and t in attrs:
+                    # several attributes may hold the value (num_heads == head_dim == 3):
+                    # views sized by the same set of them are still sized alike
+                    key = (node.scope, tuple(attrs[t]), pos - len(target))
                     buckets.setdefault(key, []).append((out, pos))
     return [("map", dims) for dims in buckets.values() if len(dims) > 1]
 
