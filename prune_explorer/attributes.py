@@ -105,8 +105,6 @@ def _whole_list_update(model, node: Node, call: Call, changes):
     if call.packet in _SHAPE_OPS and (not node.py_ints or list(node.py_ints) != list(
             call.args[1])):
         return None
-    if call.packet not in _SHAPE_OPS and len(changes) < 2:
-        return None
     old = list(call.args[1])
     new = list(old)
     for pos, _o, n in changes:
@@ -159,6 +157,25 @@ def _candidates(module: nn.Module, old: int) -> list[tuple[str, object]]:
     return found
 
 
+_COUNT = re.compile(r"num|heads$|^n_|groups|count", re.I)
+
+
+def _by_position(hits, call: Call, pos: int, old: int, changes) -> list:
+    """Several int attributes hold ``old`` (``num_heads == head_dim == 3``) while only some of
+    the reshape positions holding it change: a count-like name (``num_heads``, ``groups``)
+    sizes an outer dim, any other (``head_dim``) the innermost one."""
+    ints = [h for h in hits if isinstance(h[1], int)]
+    if len(ints) < 2 or call.packet not in _SHAPE_OPS or len(call.args) < 2:
+        return hits
+    target = call.args[1]
+    changed = {p for p, _o, _n in changes}
+    if all(i in changed for i, t in enumerate(target) if t == old):
+        return hits
+    inner = pos == len(target) - 1
+    pick = [h for h in ints if bool(_COUNT.search(h[0])) != inner]
+    return pick or hits
+
+
 def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                       shapes: dict[int, tuple], pruned_of=None
                       ) -> tuple[list[tuple[str, str, object, object]], list[str]]:
@@ -189,7 +206,8 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                         module = model.get_submodule(scope) if scope else model
                     except AttributeError:
                         continue
-                    hits = _pick(_candidates(module, old))
+                    hits = _by_position(_pick(_candidates(module, old)), call, pos, old,
+                                        changes)
                     if not hits:
                         continue
                     found = True
