@@ -42,6 +42,7 @@ values); after replay every tensor's shape must equal the saved one. Any misfit 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any, Callable
@@ -187,82 +188,115 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _meta_shadow(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose tensors live on the meta device (shapes only, no memory):
+    tied tensors stay tied, Python attributes are copied."""
+    memo: dict = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) \
+            if isinstance(t, nn.Parameter) else meta
+    history = model.__dict__.pop(HISTORY_ATTR, None)
+    try:
+        return copy.deepcopy(model, memo)
+    finally:
+        if history is not None:
+            model.__dict__[HISTORY_ATTR] = history
+
+
+def _check_entry(shadow: nn.Module, actions: Actions, where: str, registry) -> None:
+    """Every action of one entry fits the (shadow) model as it is now."""
+    for name, dim, idxs in actions.cuts:
+        t = _lookup_tensor(shadow, name, where)
+        shape = list(t.shape)
+        if not 0 <= dim < len(shape):
+            raise HistoryMismatchError(
+                f"{where}: tensor {name!r} has shape {shape} here, so it has no dim {dim} "
+                f"to cut; the history does not fit this model")
+        size = shape[dim]
+        bad = [i for i in idxs if not 0 <= i < size]
+        if bad:
+            raise HistoryMismatchError(
+                f"{where}: tensor {name!r} has {size} entries along dim {dim} here, but the "
+                f"history removes index {bad[0]}; the history does not fit this model "
+                f"(was it saved from a wider variant?)")
+        if len(set(idxs)) != len(idxs):
+            raise HistoryMismatchError(f"{where}: indices for {name!r} repeat; the file is "
+                                       f"damaged")
+        if size and len(idxs) >= size:
+            raise HistoryMismatchError(
+                f"{where}: the history removes all {size} entries of {name!r} along dim "
+                f"{dim}; it does not fit this model")
+    for mname, attr, removed in actions.counts:
+        m = _lookup_module(shadow, mname, where)
+        value = getattr(m, attr, None)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise HistoryMismatchError(f"{where}: module {mname!r} ({type(m).__name__}) has no "
+                                       f"integer attribute {attr!r}; the history does not fit "
+                                       f"this model")
+        if value - removed < 0:
+            raise HistoryMismatchError(f"{where}: {mname}.{attr} is {value} here, the history "
+                                       f"removes {removed}")
+    for mname, _sets in actions.opaque:
+        m = _lookup_module(shadow, mname, where)
+        spec = registry.lookup(m)
+        if spec is None or spec.prune is None:
+            raise HistoryMismatchError(
+                f"{where}: module {mname!r} is a {type(m).__name__}, which has no registered "
+                f"black-box prune function; the history was saved from a different model, or "
+                f"register the custom layer before tp.load")
+    for mname, attr, old, _new in actions.ints:
+        m = _lookup_module(shadow, mname, where)
+        current = getattr(m, attr, _MISSING)
+        if current is _MISSING:
+            raise HistoryMismatchError(f"{where}: module {mname!r} ({type(m).__name__}) has no "
+                                       f"attribute {attr!r}; the history does not fit this "
+                                       f"model")
+        if not _same(current, old):
+            raise HistoryMismatchError(
+                f"{where}: {mname or 'the model'}.{attr} is {current!r} here but was {old!r} "
+                f"when the history was recorded; the history does not fit this model")
+    for mname in actions.sync:
+        _lookup_module(shadow, mname, where)
+
+
 def validate_history(model: nn.Module, history: list[dict], registry=None) -> list[Actions]:
-    """Check every entry's actions against ``model`` without changing it (tensor shapes and
-    attributes are simulated entry by entry). Returns the parsed actions; raises
+    """Check every entry's actions against ``model`` without changing it: the history is
+    replayed on a shadow copy whose tensors live on the meta device (shapes, no data), each
+    entry checked before it is applied (tensor exists, dim in range, indices in range and
+    unique, attributes hold the recorded old values). Returns the parsed actions; raises
     ``HistoryMismatchError`` naming the first tensor or module that does not fit."""
     registry = registry or REGISTRY
-    shapes: dict[int, list[int]] = {}  # id(tensor) -> simulated shape
-    counts: dict[tuple[int, str], Any] = {}  # simulated int attributes
+    if not isinstance(history, list):
+        raise HistoryMismatchError("the history is not a list of entries; the file is damaged")
     parsed = []
     for k, entry in enumerate(history):
-        where = f"history entry {k} (plan rooted at {entry.get('root', '?')})"
+        where = f"history entry {k} (plan rooted at {_root(entry)})"
         try:
-            actions = Actions.from_dict(entry["actions"])
-        except (KeyError, TypeError, ValueError) as exc:
+            parsed.append(Actions.from_dict(entry["actions"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HistoryMismatchError(f"{where} is malformed ({exc!r}); the file is damaged or "
                                        f"was not written by tp.save") from None
-        for name, dim, idxs in actions.cuts:
-            t = _lookup_tensor(model, name, where)
-            shape = shapes.setdefault(id(t), list(t.shape))
-            if not 0 <= dim < len(shape):
-                raise HistoryMismatchError(
-                    f"{where}: tensor {name!r} has shape {shape} here, so it has no dim {dim} "
-                    f"to cut; the history does not fit this model")
-            size = shape[dim]
-            bad = [i for i in idxs if not 0 <= i < size]
-            if bad:
-                raise HistoryMismatchError(
-                    f"{where}: tensor {name!r} has {size} entries along dim {dim} here, but the "
-                    f"history removes index {bad[0]}; the history does not fit this model "
-                    f"(was it saved from a wider variant?)")
-            if len(set(idxs)) != len(idxs):
-                raise HistoryMismatchError(f"{where}: indices for {name!r} repeat; the file is "
-                                           f"damaged")
-            if len(idxs) >= size and size:
-                raise HistoryMismatchError(
-                    f"{where}: the history removes all {size} entries of {name!r} along dim "
-                    f"{dim}; it does not fit this model")
-            shape[dim] = size - len(idxs)
-        for mname, attr, removed in actions.counts:
-            m = _lookup_module(model, mname, where)
-            key = (id(m), attr)
-            if key not in counts:
-                if not isinstance(getattr(m, attr, None), int):
-                    raise HistoryMismatchError(f"{where}: module {mname!r} "
-                                               f"({type(m).__name__}) has no integer attribute "
-                                               f"{attr!r}; the history does not fit this model")
-                counts[key] = getattr(m, attr)
-            if counts[key] - removed < 0:
-                raise HistoryMismatchError(f"{where}: {mname}.{attr} is {counts[key]} here, "
-                                           f"the history removes {removed}")
-            counts[key] -= removed
-        for mname, sets in actions.opaque:
-            m = _lookup_module(model, mname, where)
-            spec = registry.lookup(m)
-            if spec is None or spec.prune is None:
-                raise HistoryMismatchError(
-                    f"{where}: module {mname!r} is a {type(m).__name__}, which has no "
-                    f"registered black-box prune function; the history was saved from a "
-                    f"different model, or register the custom layer before tp.load")
-        for mname, attr, old, new in actions.ints:
-            m = _lookup_module(model, mname, where)
-            key = (id(m), attr)
-            current = counts[key] if key in counts else getattr(m, attr, _MISSING)
-            if current is _MISSING:
-                raise HistoryMismatchError(f"{where}: module {mname!r} ({type(m).__name__}) "
-                                           f"has no attribute {attr!r}; the history does not "
-                                           f"fit this model")
-            if not _same(current, old):
-                raise HistoryMismatchError(
-                    f"{where}: {mname or 'the model'}.{attr} is {current!r} here but was "
-                    f"{old!r} when the history was recorded; the history does not fit this "
-                    f"model")
-            counts[key] = new
-        for mname in actions.sync:
-            _lookup_module(model, mname, where)
-        parsed.append(actions)
+    if not parsed:
+        return parsed
+    shadow = _meta_shadow(model)
+    for k, (entry, actions) in enumerate(zip(history, parsed)):
+        where = f"history entry {k} (plan rooted at {_root(entry)})"
+        _check_entry(shadow, actions, where, registry)
+        try:
+            apply_actions(shadow, _typed(shadow, actions), registry)
+        except HistoryMismatchError:
+            raise
+        except Exception as exc:
+            raise HistoryMismatchError(f"{where} could not be applied to this model: "
+                                       f"{exc}") from exc
     return parsed
+
+
+def _root(entry) -> str:
+    return entry.get("root", "?") if isinstance(entry, dict) else "?"
 
 
 _MISSING = object()
@@ -278,9 +312,8 @@ def replay_history(model: nn.Module, history: list[dict], registry=None) -> nn.M
             "unpruned model (model_factory() must build the original architecture)")
     parsed = validate_history(model, history, registry)
     for k, (entry, actions) in enumerate(zip(history, parsed)):
-        _match_container_types(model, actions)
         try:
-            apply_actions(model, actions, registry)
+            apply_actions(model, _typed(model, actions), registry)
         except Exception as exc:
             raise HistoryMismatchError(
                 f"history entry {k} (plan rooted at {entry.get('root', '?')}) could not be "
@@ -289,7 +322,7 @@ def replay_history(model: nn.Module, history: list[dict], registry=None) -> nn.M
     return model
 
 
-def _match_container_types(model: nn.Module, actions: Actions) -> None:
+def _typed(model: nn.Module, actions: Actions) -> Actions:
     """JSON has no tuples: give a recorded list/tuple attribute the type it has on the model."""
     fixed = []
     for mname, attr, old, new in actions.ints:
@@ -297,7 +330,8 @@ def _match_container_types(model: nn.Module, actions: Actions) -> None:
         if isinstance(new, (list, tuple)) and isinstance(current, (list, tuple)):
             new = type(current)(new)
         fixed.append((mname, attr, old, new))
-    actions.ints = fixed
+    return Actions(cuts=actions.cuts, counts=actions.counts, opaque=actions.opaque, ints=fixed,
+                   sync=actions.sync)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -222,14 +222,15 @@ def test_history_of_another_architecture_is_refused(saved_resnet):
     (lambda d: d.__setitem__("format", "something else"), "not a prune_explorer history"),
 ])
 def test_a_history_that_does_not_fit_is_refused_before_anything_is_applied(
-        saved_resnet, edit, match, monkeypatch):
+        saved_resnet, edit, match):
     _edit_history(saved_resnet, edit)
-    import prune_explorer.serialization as ser
-    applied = []
-    monkeypatch.setattr(ser, "apply_actions", lambda *a: applied.append(a))
+    fresh = torchvision.models.resnet18()
+    before = snapshot(fresh)
     with pytest.raises(tp.HistoryMismatchError, match=match):
-        tp.load(saved_resnet, torchvision.models.resnet18)
-    assert not applied  # validated as a whole before the first action
+        tp.load(saved_resnet, fresh)
+    # validated as a whole (on a shapes-only shadow) before the first action touches the model
+    assert state_equal(before, snapshot(fresh)) and fresh.conv1.out_channels == 64
+    assert tp.history_of(fresh) == []
 
 
 def test_weights_that_do_not_match_the_replayed_shapes_are_refused(saved_resnet):
@@ -268,3 +269,25 @@ def test_custom_factory_with_arguments(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     tp.prune_model(model, x, amount=0.3, ignored_layers=[model.fc])
     assert_round_trip(model, factory, x, tmp_path / "p")
+
+
+class Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.fc, self.head = nn.Linear(6, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(torch.relu(self.stem(x)))))
+
+
+def test_history_where_a_size_is_rederived_after_an_int_update(tmp_path):
+    # found by the fuzzer: a plan may record an int update that the layer's own size sync then
+    # re-derives (fc.out_features, when only fc's inputs shrink); validation replays on a
+    # shapes-only shadow, so the next entry's recorded old value is checked against the truth
+    model = Tokens().eval()
+    x = torch.randn(2, 3, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    DG.get_pruning_plan("stem", "out", [0]).exec()
+    DG.get_pruning_plan("fc", "out", [1]).exec()
+    loaded = assert_round_trip(model, Tokens, x, tmp_path / "t")
+    assert (loaded.fc.in_features, loaded.fc.out_features) == (3, 3)
