@@ -180,24 +180,24 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         if cl.problems:
             skipped.append((g.root, cl.problems[0].message))
             continue
-        active.append((g, idxs, _closure_nodes(DG, cl)))
+        active.append((g, idxs, _closure_nodes(DG, cl), {v for v in cl.order if cl.count(v)}))
 
     if dry_run:
         plan = None
-        if active:
-            seeds = {g.vertex: idxs for g, idxs, _n in active}
+        combined = _combined_closure(DG, active, skipped, policy)
+        if combined is not None:
+            seeds = {g.vertex: idxs for g, idxs, _n, _v in active}
             plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
-                                      closure=close(DG.dg, seeds, policy=policy),
-                                      groups=len(seeds))
+                                      closure=combined, groups=len(seeds))
         results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs],
-                               g.layers) for g, idxs, _n in active]
+                               g.layers) for g, idxs, _n, _v in active]
         removed = plan.params_removed if plan else 0
         return PruneReport(params_before, params_before - removed, macs_before,
                            macs_before - (plan.macs_removed if plan else 0), results, skipped,
                            plan)
     plan = _execute_groups(DG, active, skipped, policy)
     results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs], g.layers)
-               for g, idxs, _n in active]
+               for g, idxs, _n, _v in active]
     if plan is not None:
         from .execution import HISTORY_ATTR
         history = model.__dict__.get(HISTORY_ATTR)
@@ -227,15 +227,35 @@ def _closure_nodes(DG: DependencyGraph, cl) -> set[str]:
     return nodes
 
 
+def _combined_closure(DG: DependencyGraph, active: list, skipped: list, policy: str):
+    """The closure of every group's selection at once. Groups that are fine alone can widen
+    each other through shared reshapes (ShuffleNet's shuffles and chunks): drop the latest
+    group involved in a problem until none is left."""
+    while active:
+        seeds = {a[0].vertex: a[1] for a in active}
+        combined = close(DG.dg, seeds, policy=policy)
+        if not combined.problems:
+            return combined
+        problem = combined.problems[0]
+        involved = [a for a in active if problem.vertex in a[3]] or active[-1:]
+        victim = involved[-1]
+        active.remove(victim)
+        skipped.append((victim[0].root, f"together with other groups: {problem.message}"))
+    return None
+
+
 def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: str):
     """Execute all groups as one plan. If the model's own code breaks on the new sizes (a
-    reshape to a size fixed in Python), drop the groups that touch the failing module and
-    try again; the model is restored between attempts."""
+    reshape to a size fixed in Python), drop the groups that touch the failing module (and,
+    the first time, those touching suspect nodes in modules of the same class: the same code
+    repeats) and try again; the model is restored between attempts."""
     from .errors import PlanExecutionError
     first_failure = True
     while active:
-        seeds = {g.vertex: idxs for g, idxs, _n in active}
-        combined = close(DG.dg, seeds, policy=policy)
+        combined = _combined_closure(DG, active, skipped, policy)
+        if combined is None:
+            return None
+        seeds = {a[0].vertex: a[1] for a in active}
         plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
                                   closure=combined, policy=policy, groups=len(seeds))
         try:
@@ -245,15 +265,20 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
             scope = getattr(exc.__cause__, "scope", None)
             if scope is None:
                 raise
-            def inside(nid: str) -> bool:
+
+            def inside(nid: str, where_scope: str) -> bool:
                 node = DG.graph.nodes.get(nid)
                 where = [nid] + ([node.scope, node.module or ""] if node else [])
-                return any(w == scope or w.startswith(scope + ".") for w in where if w)
-            bad = [a for a in active if any(inside(n) for n in a[2])]
-            if first_failure:  # the same code pattern usually repeats: drop the suspects too
-                suspects = set(plan.suspect_nodes)
-                bad += [a for a in active if a not in bad and a[2] & suspects]
+                return any(w == where_scope or w.startswith(where_scope + ".")
+                           for w in where if w)
+
+            bad = [a for a in active if any(inside(n, scope) for n in a[2])]
+            if first_failure and scope:
                 first_failure = False
+                cls = type(DG.model.get_submodule(scope))
+                alike = {n for n in plan.suspect_nodes
+                         if _scope_class(DG, DG.graph.nodes[n].scope) is cls}
+                bad += [a for a in active if a not in bad and a[2] & alike]
             if not bad:
                 raise
             reason = str(exc.__cause__).split(":", 1)[-1].strip()
@@ -262,6 +287,13 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
                 skipped.append((a[0].root, f"the model's code breaks on the new size at {scope}:"
                                 f" {reason[:160]}"))
     return None
+
+
+def _scope_class(DG: DependencyGraph, scope: str):
+    try:
+        return type(DG.model.get_submodule(scope)) if scope else type(DG.model)
+    except AttributeError:
+        return None
 
 
 def _macs(DG: DependencyGraph) -> int:
