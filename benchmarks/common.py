@@ -56,13 +56,23 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(ts)
 
 
+MEM_GB = float(os.environ.get("BENCH_MEM_GB", "10"))
+
+
+def _limit_memory():  # in the child: a runaway run fails with MemoryError instead of OOM
+    import resource
+    lim = int(MEM_GB * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+
 def run_worker(script: str, args: list[str], timeout: float) -> dict:
     """Run ``script _worker args...`` in a fresh interpreter; its last '@@RESULT {json}' line,
     or {'status': 'timeout'} / {'status': 'crash', 'error': ...}."""
     cmd = [sys.executable, script, "_worker", *args]
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           preexec_fn=_limit_memory if MEM_GB > 0 else None)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "wall": time.perf_counter() - t0}
     for line in reversed(p.stdout.splitlines()):

@@ -134,6 +134,15 @@ def _short(e: BaseException, n: int = 300) -> str:
 
 # ----------------------------------------------------------------------------- parent
 
+MEM_LIMIT_GB = float(os.environ.get("ZOO_MEM_GB", "10"))
+
+
+def _limit_memory():  # runs in the child: a runaway tool fails with MemoryError, not OOM
+    import resource
+    lim = int(float(os.environ.get("ZOO_MEM_GB", MEM_LIMIT_GB)) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+
+
 def run_one(zoo, name, tool, timeout, use_cache) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "_worker", zoo, name, tool]
     if use_cache:
@@ -141,7 +150,9 @@ def run_one(zoo, name, tool, timeout, use_cache) -> dict:
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                           env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                           preexec_fn=_limit_memory if float(os.environ.get("ZOO_MEM_GB", MEM_LIMIT_GB)) > 0
+                           else None)
     except subprocess.TimeoutExpired:
         return {"zoo": zoo, "model": name, "tool": tool, "status": "timeout",
                 "time": time.perf_counter() - t0}
@@ -149,6 +160,8 @@ def run_one(zoo, name, tool, timeout, use_cache) -> dict:
         if line.startswith("@@RESULT "):
             return json.loads(line[len("@@RESULT "):])
     tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+    if p.returncode == -9:
+        tail = ["killed (SIGKILL: out of memory?)"]
     return {"zoo": zoo, "model": name, "tool": tool, "status": "crash",
             "error": f"exit {p.returncode}: {tail[0][:300]}"}
 
@@ -258,10 +271,26 @@ def main(argv=None):
                     help="fixed pass threshold (fraction of params removed) instead of "
                          "'half of TP's reduction, else 10%%'")
     ap.add_argument("--jsonl", help="append raw results to this file")
+    ap.add_argument("--table-from", metavar="JSONL",
+                    help="print the table from raw results saved with --jsonl (the last "
+                         "result of each (model, tool) wins; models in file order) - "
+                         "e.g. after re-running some rows")
+    ap.add_argument("--mem-gb", type=float, default=MEM_LIMIT_GB,
+                    help="address-space cap per worker process (GiB; 0 = none)")
     args = ap.parse_args(argv)
+    os.environ["ZOO_MEM_GB"] = str(args.mem_gb)
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if args.table_from:
+        res: dict[str, dict] = {}
+        with open(args.table_from) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("zoo") == args.zoo:
+                    res.setdefault(r["model"], {})[r["tool"]] = r
+        table(list(res.items()), tools, args.min_removed)
+        return 0
 
     from zoo_models import ZOOS
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if args.models:
         names = args.models.split(",")
     elif args.zoo == "timm":
@@ -271,7 +300,8 @@ def main(argv=None):
     if args.limit:
         names = names[:args.limit]
     print(f"# zoo={args.zoo} models={len(names)} tools={tools} amount={AMOUNT} strategy=l1 "
-          f"timeout={args.timeout:.0f}s use_cache={args.use_cache}", flush=True)
+          f"timeout={args.timeout:.0f}s mem cap={args.mem_gb:g}GiB use_cache={args.use_cache}",
+          flush=True)
     rows = []
     t_all = time.perf_counter()
     for name in names:
