@@ -46,8 +46,50 @@ def _resolve(op: str):
     return packet
 
 
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def fast_macs(packet: str, args: tuple, shape_of, out_shapes: list) -> int | None:
+    """MACs of the common ops straight from shapes (what torch.utils.flop_counter counts,
+    halved), without its pytree machinery; None for ops it does not cover."""
+    if packet in ("convolution", "_convolution"):
+        x, w = shape_of(args[0]), shape_of(args[1])
+        transposed = bool(args[6]) if len(args) > 6 else False
+        spatial = x[2:] if transposed else out_shapes[0][2:]
+        return x[0] * _prod(w) * _prod(spatial)
+    if packet in ("mm", "addmm"):
+        a, b = (shape_of(args[0]), shape_of(args[1])) if packet == "mm" else (
+            shape_of(args[1]), shape_of(args[2]))
+        return a[0] * a[1] * b[1]
+    if packet in ("bmm", "baddbmm"):
+        a, b = (shape_of(args[0]), shape_of(args[1])) if packet == "bmm" else (
+            shape_of(args[1]), shape_of(args[2]))
+        return a[0] * a[1] * a[2] * b[2]
+    if packet.startswith("_scaled_dot_product"):
+        q, k, v = shape_of(args[0]), shape_of(args[1]), shape_of(args[2])
+        if len(q) != 4:
+            return None
+        b, h, sq, dq = q
+        return b * h * sq * k[-2] * (dq + v[-1])
+    return None
+
+
 def call_macs(call: Call, shapes: dict[int, tuple[int, ...]]) -> int:
     """MACs of one call with tensors of the given shapes (value id -> shape)."""
+    def shape_of(x):
+        return shapes[x.value] if isinstance(x, Ref) else x
+
+    try:
+        fast = fast_macs(call.packet, call.args, shape_of,
+                         [shapes[o] for o in call.outputs if o is not None])
+    except (IndexError, TypeError, KeyError):
+        fast = None
+    if fast is not None:
+        return fast
     packet = _resolve(call.op)
     formula = _FLOP_REGISTRY.get(packet) if packet is not None else None
     if formula is None:

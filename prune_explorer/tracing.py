@@ -41,10 +41,14 @@ from .graph import (
     Value,
 )
 
-try:  # FLOP formulas PyTorch ships for convolutions, matmuls and attention
+from .metrics import fast_macs
+
+try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
 except Exception:  # pragma: no cover - very old torch
     _FLOP_REGISTRY = {}
+_MAC_OPS = {getattr(p, "__name__", str(p)) for p in _FLOP_REGISTRY} | {
+    "convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"}
 
 # Python-level functions that only read metadata: never worth a frame.
 _METADATA_FUNCS = {"__get__", "size", "dim", "numel", "is_contiguous", "_set_grad_enabled", "stride",
@@ -102,14 +106,36 @@ def describe_inputs(example_inputs: Any) -> str:
     return ", ".join(parts) or "nothing"
 
 
-def model_fingerprint(model: nn.Module) -> tuple:
+def model_fingerprint(model: nn.Module, modules=None) -> tuple:
     """Shapes of every parameter and buffer: cheap, and changes whenever a layer is resized."""
-    return tuple((n, tuple(p.shape)) for n, p in itertools.chain(
-        model.named_parameters(), model.named_buffers()))
+    seen: set[int] = set()
+    out = []
+    for mname, m in (modules if modules is not None else model.named_modules()):
+        prefix = mname + "." if mname else ""
+        for n, t in itertools.chain(m._parameters.items(), m._buffers.items()):
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append((prefix + n, tuple(t.shape)))
+    return tuple(out)
+
+
+def _tensor_names(modules) -> tuple[dict[int, str], dict[int, str]]:
+    """id -> first qualified name of every parameter and buffer, in one pass."""
+    params: dict[int, str] = {}
+    buffers: dict[int, str] = {}
+    for mname, m in modules:
+        prefix = mname + "." if mname else ""
+        for n, p in m._parameters.items():
+            if p is not None and id(p) not in params:
+                params[id(p)] = prefix + n
+        for n, b in m._buffers.items():
+            if b is not None and id(b) not in buffers:
+                buffers[id(b)] = prefix + n
+    return params, buffers
 
 
 def _shape_of(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(s) for s in t.shape)
+    return tuple(t.shape)
 
 
 def _dtype_of(t: torch.Tensor) -> str:
@@ -119,7 +145,7 @@ def _dtype_of(t: torch.Tensor) -> str:
 class _Frame:
     """A node under construction: a module call, or a Python-level torch call."""
 
-    __slots__ = ("kind", "name", "type", "scope", "module", "calls", "produced", "inputs",
+    __slots__ = ("kind", "name", "type", "scope", "module", "calls", "produced", "inputs", "seen",
                  "node_id", "opaque", "fn_ints", "fn_srcs", "call_index", "arg_names")
 
     def __init__(self, kind, name, type_, scope, module=None, opaque=False, call_index=0):
@@ -132,6 +158,7 @@ class _Frame:
         self.calls: list[Call] = []
         self.produced: list[int] = []
         self.inputs: list[int] = []
+        self.seen: set[int] = set()  # values already listed as inputs or produced
         self.node_id: str | None = None
         self.fn_ints: tuple = ()
         self.fn_srcs: tuple = ()
@@ -140,15 +167,15 @@ class _Frame:
 
 
 class _Recorder:
-    def __init__(self, model: nn.Module, is_opaque: Callable[[nn.Module], bool]):
+    def __init__(self, model: nn.Module, is_opaque: Callable[[nn.Module], bool],
+                 modules: list[tuple[str, nn.Module]]):
         self.model = model
-        self.module_names = {id(m): n for n, m in model.named_modules()}
-        self.param_names = {id(p): n for n, p in model.named_parameters()}
-        self.buffer_names = {id(b): n for n, b in model.named_buffers()}
+        self.module_names = {id(m): n for n, m in modules}
+        self.param_names, self.buffer_names = _tensor_names(modules)
         self.is_opaque = is_opaque
         self.leaf_kind: dict[int, str | None] = {}
-        for name, m in model.named_modules():
-            has_children = next(iter(m.children()), None) is not None
+        for name, m in modules:
+            has_children = bool(m._modules)
             if is_opaque(m):
                 self.leaf_kind[id(m)] = "opaque"
             elif not has_children:
@@ -208,7 +235,7 @@ class _Recorder:
         return self.scope_stack[-1] if self.scope_stack else ""
 
     # ---- module hooks -------------------------------------------------------------------
-    def pre_hook(self, module, args, kwargs):
+    def pre_hook(self, module, args):
         name = self.module_names.get(id(module))
         if name is None:
             return None
@@ -229,14 +256,7 @@ class _Recorder:
                        opaque=(kind == "opaque"), call_index=k)
         frame.node_id = node_id
         self.module_calls.setdefault(name, []).append(node_id)
-        if frame.opaque:
-            named = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-            for arg_name, a in named:
-                for t in iter_tensors(a):
-                    v = self.value_of(t)
-                    if v not in frame.inputs:
-                        frame.inputs.append(v)
-                        frame.arg_names.append(arg_name)
+        if frame.opaque:  # its inputs are read in post_hook, which also sees kwargs
             self.opaque_depth += 1
         self.leaf_depth += 1
         self.frames.append(frame)
@@ -257,6 +277,14 @@ class _Recorder:
         frame = self.frames.pop()
         if frame.opaque:
             self.opaque_depth -= 1
+            named = [(f"arg{i}", a) for i, a in enumerate(args)] + list((kwargs or {}).items())
+            for arg_name, a in named:
+                for t in iter_tensors(a):
+                    v = self.value_of(t)
+                    if v not in frame.seen:
+                        frame.seen.add(v)
+                        frame.inputs.append(v)
+                        frame.arg_names.append(arg_name)
             for t in iter_tensors(output):
                 frame.produced.append(self.new_value(t, ACTIVATION, producer=frame.node_id))
         self.finish(frame)
@@ -295,36 +323,50 @@ class _Recorder:
             base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
             frame.node_id = self.unique_id(base)
 
+        seen = frame.seen
+
         def to_ref(x):
             if isinstance(x, torch.Tensor):
                 v = self.value_of(x)
-                if v not in frame.produced and v not in frame.inputs:
+                if v not in seen:
+                    seen.add(v)
                     frame.inputs.append(v)
                 return Ref(v)
             if isinstance(x, (list, tuple)):
                 return type(x)(to_ref(i) for i in x) if not _is_namedtuple(x) else tuple(
                     to_ref(i) for i in x)
-            if isinstance(x, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
+            if isinstance(x, _META_TYPES):
                 return str(x)
             return x
 
         rargs = tuple(to_ref(a) for a in args)
-        rkwargs = {k: to_ref(v) for k, v in (kwargs or {}).items()}
-        in_objs = {id(a) for a in _flat_tensors((args, kwargs))}
+        rkwargs = {k: to_ref(v) for k, v in kwargs.items()} if kwargs else {}
         outs = []
-        for t in _flat_tensors(out):
+        out_tensors = [out] if isinstance(out, torch.Tensor) else list(_flat_tensors(out))
+        for t in out_tensors:
             # an in-place op returns its input: record a new version of that value
-            outs.append(self.new_value(t, ACTIVATION, producer=frame.node_id))
-            frame.produced.append(outs[-1])
-            in_objs.discard(id(t))
+            vid = self.new_value(t, ACTIVATION, producer=frame.node_id)
+            outs.append(vid)
+            frame.produced.append(vid)
+            seen.add(vid)
         macs = 0
-        formula = _FLOP_REGISTRY.get(func.overloadpacket)
-        if formula is not None:
+        packet = _PACKET_NAMES.get(func)
+        if packet is None:
+            packet = _PACKET_NAMES[func] = func.overloadpacket.__name__
+            _OP_NAMES[func] = str(func)
+        if packet in _MAC_OPS:
             try:
-                macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
-            except Exception:
-                macs = 0
-        frame.calls.append(Call(str(func), rargs, rkwargs, tuple(outs), macs))
+                macs = fast_macs(packet, args, _shape_or_value,
+                                 [tuple(t.shape) for t in out_tensors])
+            except (IndexError, TypeError):
+                macs = None
+            if macs is None:
+                formula = _FLOP_REGISTRY.get(func.overloadpacket)
+                try:
+                    macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
+                except Exception:
+                    macs = 0
+        frame.calls.append(Call(_OP_NAMES[func], rargs, rkwargs, tuple(outs), macs))
         if standalone:
             self.finish(frame)
 
@@ -336,6 +378,15 @@ class _Recorder:
             calls=tuple(frame.calls), opaque=frame.opaque, call_index=frame.call_index,
             arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints, int_sources=frame.fn_srcs)
         self.nodes[node.id] = node
+
+
+_META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
+_PACKET_NAMES: dict = {}  # OpOverload -> "view"
+_OP_NAMES: dict = {}  # OpOverload -> "aten.view.default"
+
+
+def _shape_or_value(x):
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else x
 
 
 def _is_namedtuple(x) -> bool:
@@ -360,7 +411,8 @@ class _DispatchRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.rec.on_aten(func, args, kwargs, out)
+        with torch._C.DisableTorchFunction():  # our bookkeeping is not the model's code
+            self.rec.on_aten(func, args, kwargs, out)
         return out
 
 
@@ -445,7 +497,8 @@ def trace(model: nn.Module, example_inputs: Any,
     ``primary_tensors``), ``"all"`` every tensor the model returns."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
-    rec = _Recorder(model, is_opaque)
+    modules = list(model.named_modules())
+    rec = _Recorder(model, is_opaque, modules)
 
     # inputs
     input_ids: list[int] = []
@@ -466,13 +519,15 @@ def trace(model: nn.Module, example_inputs: Any,
             input_ids.append(v)
             rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
 
-    saved_buffers = [(n, b, b.detach().clone()) for n, b in model.named_buffers()]
+    saved_buffers = [(n, b, b.detach().clone()) for b_id, n in rec.buffer_names.items()
+                     for b in [_buffer_by_name(model, n)] if b is not None]
     rng = torch.get_rng_state()
     handles = []
     try:
-        for name, m in model.named_modules():
-            handles.append(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-            handles.append(m.register_forward_hook(rec.post_hook, with_kwargs=True))
+        # global hooks: two registrations instead of two per module
+        handles.append(nn.modules.module.register_module_forward_pre_hook(rec.pre_hook))
+        handles.append(nn.modules.module.register_module_forward_hook(rec.post_hook,
+                                                                      with_kwargs=True))
         with ExitStack() as stack:
             stack.enter_context(torch.no_grad())
             stack.enter_context(_FunctionNamer(rec))
@@ -506,7 +561,7 @@ def trace(model: nn.Module, example_inputs: Any,
                                       if id(t) in rec.tensor_ids))
     called = set(rec.module_calls)
     uncalled = tuple(
-        n for n, m in model.named_modules()
+        n for n, m in modules
         if n and rec.leaf_kind.get(id(m)) in (NODE_LAYER, "opaque") and n not in called
         and not any(n.startswith(c + ".") for c in called))
     param_values = {v.name: v.id for v in rec.values.values() if v.kind in (PARAM, BUFFER)}
@@ -518,7 +573,7 @@ def trace(model: nn.Module, example_inputs: Any,
         module_nodes={k: tuple(v) for k, v in rec.module_calls.items()},
         param_values=param_values,
         uncalled_modules=uncalled,
-        fingerprint=model_fingerprint(model),
+        fingerprint=model_fingerprint(model, modules),
         primary_outputs=primary,
     )
     return graph
@@ -538,6 +593,11 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
         ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
+
+
+def _buffer_by_name(model: nn.Module, name: str):
+    owner, _, attr = name.rpartition(".")
+    return (model.get_submodule(owner) if owner else model)._buffers.get(attr)
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:
