@@ -59,6 +59,7 @@ def select_channels(DG, module, strategy: str = "l1", amount: float = 0.3,
                     seed: int = 0) -> Selection:
     if strategy not in STRATEGIES:
         raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {STRATEGIES}")
+    DG.check_fresh()  # a model changed behind the graph's back must not be scored
     g = group_for(DG, module, side, policy)
     units = compute_units(DG, g, policy)
     unit_scores = unit_importance(DG, g, units, strategy, policy,
