@@ -25,13 +25,14 @@ from .index_mapping import round_remaining
 def resolve_amount(amount, n: int, round_to: int | None = 1, where: str = "the layer") -> int:
     """How many of ``n`` channels ``amount`` means, after ``round_to``. Validates both."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise InvalidAmountError(f"amount must be a number (a fraction in (0, 1) or a count), "
-                                 f"got {amount!r}")
+        raise InvalidAmountError(f"amount for {where} must be a number (a fraction in (0, 1) "
+                                 f"or a count), got {amount!r}")
     if isinstance(amount, float) and math.isnan(amount):
-        raise InvalidAmountError("amount is NaN; pass a fraction in (0, 1) such as 0.3")
+        raise InvalidAmountError(f"amount for {where} is NaN; pass a fraction in (0, 1) such "
+                                 f"as 0.3")
     if amount <= 0:
-        raise InvalidAmountError(f"amount must be positive, got {amount}; pass a fraction in "
-                                 f"(0, 1) or a count of channels >= 1")
+        raise InvalidAmountError(f"amount for {where} must be positive, got {amount}; pass a "
+                                 f"fraction in (0, 1) or a count of channels >= 1")
     if isinstance(amount, float) and amount >= 1:
         if float(amount).is_integer() and amount > 1:
             amount = int(amount)
