@@ -144,6 +144,13 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
 
     policy = head_pruning
     groups = find_groups(DG, ignored_layers or (), policy=policy)
+    prunable = [g for g in groups if g.prunable]
+    if round_to and prunable and all(round_to > g.size for g in prunable):
+        largest = max(prunable, key=lambda g: g.size)
+        raise InvalidAmountError(
+            f"round_to={round_to} is larger than every prunable group (the largest, "
+            f"{largest.root}, has {largest.size} channels); use a round_to of at most "
+            f"{largest.size}")
     skipped: list[tuple[str, str]] = []
     candidates: list[tuple[Group, list[np.ndarray], np.ndarray]] = []
     rng = np.random.default_rng(0)
@@ -154,6 +161,10 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
             continue
         if not prune_hidden and g.kind == KIND_RESIDUAL:
             skipped.append((g.root, "residual stream kept (prune_hidden=False)"))
+            continue
+        if round_to and round_to > g.size:
+            skipped.append((g.root, f"round_to={round_to} is larger than its {g.size} "
+                                    f"channels"))
             continue
         units = compute_units(DG, g, policy)
         if len(units) < 2:
