@@ -198,6 +198,16 @@ class DependencyGraph:
         name = self.module_name(module)
         m = self.model.get_submodule(name) if name else self.model
         if name not in self.graph.module_nodes:
+            parent = name
+            while parent:
+                parent = parent.rpartition(".")[0]
+                if parent in self.graph.module_nodes and self.graph.nodes[
+                        self.graph.module_nodes[parent][0]].opaque:
+                    pm = self.model.get_submodule(parent) if parent else self.model
+                    raise UnknownModuleError(
+                        f"{name} ({type(m).__name__}) is part of {parent} "
+                        f"({type(pm).__name__}), which is pruned as a whole; plan on {parent} "
+                        f"instead")
             raise UnknownModuleError(
                 f"{name} ({type(m).__name__}) was never called in forward with the example "
                 f"inputs, so it has no dependencies to prune; check the inputs or the mode")
