@@ -146,3 +146,25 @@ def test_attention_sizes_when_attributes_share_a_value(heads, head_dim, root, id
     assert (model.num_heads, model.head_dim) == expect
     assert model.all_head_size == expect[0] * expect[1]
     assert model.q.out_features == model.k.out_features == model.v.out_features
+
+
+def test_a_layer_inside_a_black_box_names_the_black_box():
+    # nn.MultiheadAttention reads out_proj's weights without calling it: the error used to say
+    # "never called in forward ... check the inputs", which sent users the wrong way
+    model = nn.Sequential(nn.Linear(6, 8), nn.MultiheadAttention(8, 2, batch_first=True))
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.attn = model[0], model[1]
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.attn(h, h, h, need_weights=False)[0]
+
+    wrapped = Wrap().eval()
+    DG = tp.DependencyGraph().build_dependency(wrapped, torch.randn(2, 3, 6))
+    with pytest.raises(tp.UnknownModuleError,
+                       match=r"attn\.out_proj .* is part of attn \(MultiheadAttention\).*plan on "
+                             r"attn instead"):
+        DG.get_pruning_plan("attn.out_proj", "out", [0])
