@@ -1,0 +1,11 @@
+"""Rendering of traced graphs and pruning plans: DOT/SVG (``dot``), plotly charts (``charts``)
+and the standalone HTML audit report (``report``).
+
+Only ``prune_explorer.viz.dot`` is imported eagerly here and it needs nothing optional until
+it lays a graph out; plotly and the graphviz package are imported inside the functions that
+use them.
+"""
+
+from .dot import GraphView, Layout, ViewState, highlight_svg, render
+
+__all__ = ["GraphView", "Layout", "ViewState", "highlight_svg", "render"]
