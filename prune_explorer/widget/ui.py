@@ -1,0 +1,430 @@
+"""The explorer's ipywidgets UI. Every control calls a method of ``Explorer`` (the twin API);
+this module only shows state: it listens to the explorer and updates the canvas (classes
+first, so a click is highlighted before tables and charts are rebuilt), panel, table and
+charts."""
+
+from __future__ import annotations
+
+import html
+import traceback
+
+import json
+
+import ipywidgets as W
+
+from ..viz.dot import human, idx_text
+from ..viz.report import legend_html, plan_table_html
+from .canvas import GraphCanvas
+from .explorer import STRATEGY_LABELS
+
+_e = html.escape
+_PANEL_CSS = """<style>
+.pe-ui { font-family: Helvetica, Arial, sans-serif; }
+.pe-ui .pe-header { align-items: center; gap: 8px; }
+.pe-ui .pe-title { font-size: 14px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.pe-ui .pe-header .widget-button { width: auto; padding: 0 14px; }
+.pe-ui .pe-title b { color: #0f172a; }
+.pe-ui .pe-status { font-size: 12px; color: #334155; min-height: 18px; }
+.pe-ui .pe-status .pe-err { color: #b91c1c; }
+.pe-ui .pe-panel { border: 1px solid #e2e8f0; border-radius: 8px; padding: 8px 10px;
+  background: #fff; }
+.pe-ui .pe-panel h4 { margin: 6px 0 4px 0; font-size: 12px; color: #475569;
+  text-transform: uppercase; letter-spacing: .04em; }
+.pe-ui .widget-html-content { line-height: 1.45; }
+.pe-ui .pe-details { font-size: 12px; }
+.pe-ui .pe-details > .widget-html-content > div { margin: 1px 0; }
+.pe-ui .pe-details code { font-size: 11px; color: #334155; word-break: break-all; }
+.pe-ui .pe-summary { font-size: 12px; line-height: 1.5; }
+.pe-ui .pe-summary .pe-big { font-size: 15px; font-weight: 700; }
+.pe-ui .pe-tablebox { max-height: 300px; overflow: auto; border: 1px solid #e2e8f0;
+  border-radius: 8px; }
+.pe-ui .pe-empty { color: #64748b; padding: 10px; font-size: 12px; }
+.pe-ui .pe-problems { background: #fef2f2; color: #991b1b; padding: 6px 10px; font-size: 12px; }
+.pe-ui .pe-history { font-size: 11.5px; color: #334155; }
+</style>"""
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def _chart(fig, width: int, height: int = 320):
+    """An Output widget showing a plotly figure through the front-end's plotly renderer
+    (JupyterLab's jupyterlab-plotly, VS Code's built-in one): plotly.js is loaded once by the
+    front-end, not shipped with every chart (a FigureWidget carries 5 MB of JavaScript).
+    Fixed sizes: the renderer cannot measure a flex child before it is drawn."""
+    out = W.Output(layout=W.Layout(width=f"{width}px", height=f"{height + 8}px",
+                                   overflow="hidden"))
+    out._pe_size = (width, height)
+    _set_fig(out, fig)
+    return out
+
+
+def _set_fig(out, fig):
+    width, height = out._pe_size
+    fig = fig.update_layout(width=width, height=height, autosize=False)
+    spec = json.loads(fig.to_json())
+    spec["config"] = {"displaylogo": False, "responsive": False}
+    title = fig.layout.title.text or "chart"
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}},)
+
+
+class ExplorerUI:
+    def __init__(self, ex):
+        self.ex = ex
+        self._syncing = False
+        self._focus_token = 0
+        ex.on_change(self._on_change)
+
+        # ---- canvas
+        self.canvas = GraphCanvas()
+        self.canvas.on_msg(self._on_canvas_msg)
+
+        # ---- header
+        self.title = W.HTML()
+        self.commit_btn = W.Button(description="Commit", button_style="primary", icon="check",
+                                   tooltip="execute the previewed plan (transactional)")
+        self.undo_btn = W.Button(description="Undo", icon="undo",
+                                 tooltip="restore the model before the last commit, exactly")
+        self.export_dir = W.Text(value="explorer_export", layout=W.Layout(width="170px"),
+                                 tooltip="directory to export to")
+        self.export_btn = W.Button(description="Export", icon="download",
+                                   tooltip="plan.json, model, graph.svg and a standalone "
+                                           "report.html")
+        for w, c in ((self.commit_btn, "pe-commit"), (self.undo_btn, "pe-undo"),
+                     (self.export_btn, "pe-export"), (self.export_dir, "pe-export-dir")):
+            w.add_class(c)
+        self.commit_btn.on_click(lambda _b: self._guard(self.ex.commit))
+        self.undo_btn.on_click(lambda _b: self._guard(self.ex.undo))
+        self.export_btn.on_click(lambda _b: self._guard(self.ex.export, self.export_dir.value))
+        self.status = W.HTML()
+        self.status.add_class("pe-status")
+        self.title.layout = W.Layout(flex="1 1 auto", min_width="0")
+        header = W.HBox([self.title, self.commit_btn, self.undo_btn, self.export_dir,
+                         self.export_btn])
+        header.add_class("pe-header")
+
+        # ---- side panel: layer mode
+        c = ex.controls
+        options = [(v, k) for k, v in STRATEGY_LABELS.items()
+                   if k != "taylor" or ex.loss_fn is not None]
+        self.mode = W.ToggleButtons(options=[("Layer", "layer"), ("Whole model", "model")],
+                                    value="layer", style={"button_width": "120px"})
+        self.mode.add_class("pe-mode")
+        self.details = W.HTML()
+        self.details.add_class("pe-details")
+        self.strategy = W.Dropdown(options=options, value=c.strategy, description="strategy")
+        self.amount = W.FloatSlider(value=c.amount, min=0.05, max=0.95, step=0.05,
+                                    description="amount", readout_format=".0%",
+                                    continuous_update=False)
+        self.round_to = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in
+                                                            (2, 4, 8, 16, 32, 64)],
+                                   value=c.round_to or 0, description="round_to")
+        self.indices = W.Text(value="", placeholder="e.g. 2, 6, 9 or 0-15 (Enter)",
+                              description="indices", continuous_update=False)
+        self.use_strategy = W.Button(description="use strategy", layout=W.Layout(width="110px"),
+                                     tooltip="forget the typed indices")
+        for w, cls in ((self.strategy, "pe-strategy"), (self.amount, "pe-amount"),
+                       (self.round_to, "pe-round-to"), (self.indices, "pe-indices")):
+            w.add_class(cls)
+            w.style.description_width = "70px"
+            w.layout.width = "100%"
+        self.strategy.observe(self._on_strategy, "value")
+        self.amount.observe(self._on_strategy, "value")
+        self.round_to.observe(self._on_strategy, "value")
+        self.indices.observe(self._on_indices, "value")
+        self.use_strategy.on_click(lambda _b: self._guard(self.ex.set_indices, None))
+        self.sens_btn = W.Button(description="sensitivity sweep", icon="line-chart",
+                                 tooltip="metric vs amount for this layer, on copies "
+                                         "(needs evaluate=...)",
+                                 disabled=ex.evaluate is None, layout=W.Layout(width="160px"))
+        self.sens_btn.add_class("pe-sensitivity")
+        self.sens_progress = W.IntProgress(value=0, min=0, max=1,
+                                           layout=W.Layout(width="120px", visibility="hidden"))
+        self.sens_btn.on_click(lambda _b: self._guard(self._run_sensitivity))
+        self.layer_box = W.VBox([self.strategy, self.amount, self.round_to, self.indices,
+                                 self.use_strategy,
+                                 W.HBox([self.sens_btn, self.sens_progress])])
+
+        # ---- side panel: whole-model mode
+        mc = ex.model_controls
+        self.m_strategy = W.Dropdown(options=[o for o in options], value=mc.strategy,
+                                     description="strategy")
+        self.m_amount = W.FloatSlider(value=mc.amount, min=0.05, max=0.95, step=0.05,
+                                      description="amount", readout_format=".0%",
+                                      continuous_update=False)
+        self.m_round = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in
+                                                           (2, 4, 8, 16, 32, 64)],
+                                  value=mc.round_to or 0, description="round_to")
+        self.m_ignored = W.Text(value=", ".join(mc.ignored_layers), description="ignore",
+                                placeholder="layers to keep, e.g. fc")
+        self.m_global = W.Checkbox(value=mc.global_pruning, description="global ranking",
+                                   indent=False)
+        self.m_preview = W.Button(description="Preview whole model", button_style="info",
+                                  icon="eye", layout=W.Layout(width="100%"))
+        for w, cls in ((self.m_strategy, "pe-m-strategy"), (self.m_amount, "pe-m-amount"),
+                       (self.m_round, "pe-m-round-to"), (self.m_ignored, "pe-m-ignored")):
+            w.add_class(cls)
+            w.style.description_width = "70px"
+            w.layout.width = "100%"
+        self.m_preview.add_class("pe-m-preview")
+        self.m_preview.on_click(lambda _b: self._guard(self._preview_model))
+        self.m_amount.observe(self._on_model_controls, "value")
+        self.m_strategy.observe(self._on_model_controls, "value")
+        self.m_round.observe(self._on_model_controls, "value")
+        self.model_box = W.VBox([self.m_strategy, self.m_amount, self.m_round, self.m_ignored,
+                                 self.m_global, self.m_preview])
+        self.model_box.layout.display = "none"
+        self.mode.observe(self._on_mode, "value")
+
+        self.summary = W.HTML()
+        self.summary.add_class("pe-summary")
+        self.history = W.HTML()
+        self.history.add_class("pe-history")
+        panel = W.VBox([self.mode, self.details, self.layer_box, self.model_box, self.summary,
+                        self.history],
+                       layout=W.Layout(width="370px", min_width="330px", padding="8px 10px",
+                                       overflow="hidden"))
+        panel.add_class("pe-panel")
+        self.canvas.layout = W.Layout(width="100%")
+        canvas_box = W.Box([self.canvas], layout=W.Layout(flex="1 1 0", min_width="0",
+                                                          width="100%"))
+
+        # ---- table and charts
+        self.table = W.HTML()
+        self.table.add_class("pe-tablebox")
+        figs = ex.figures()
+        self.fig_params = _chart(figs["params"], 420)
+        self.fig_macs = _chart(figs["macs"], 420)
+        self.fig_totals = _chart(figs["totals"], 300)
+        self.fig_importance = _chart(figs["importance"], 700)
+        from ..viz.charts import sensitivity_figure
+        self.fig_sensitivity = _chart(sensitivity_figure(ex.sensitivity_results), 540)
+        charts = W.Box([self.fig_params, self.fig_macs, self.fig_totals, self.fig_importance,
+                        self.fig_sensitivity],
+                       layout=W.Layout(display="flex", flex_flow="row wrap", gap="6px 10px",
+                                       margin="10px 0 0 0"))
+        self.root = W.VBox([W.HTML(_PANEL_CSS), header, self.status,
+                            W.HBox([canvas_box, panel], layout=W.Layout(gap="8px")),
+                            W.HTML("<h4 style='margin:10px 0 4px 0;font:600 12px Helvetica;"
+                                   "color:#475569'>PLAN</h4>"),
+                            self.table, charts])
+        self.root.add_class("pe-ui")
+        self._sync_layout()
+        self._sync_plan(full=True)
+        self._sync_history()
+        self._sync_status()
+
+    # ---- explorer -> widgets ------------------------------------------------------------------
+    def _on_change(self, what: str) -> None:
+        if what == "layout":
+            self._sync_layout()
+        elif what == "plan":
+            self._sync_plan()
+        elif what == "history":
+            self._sync_history()
+        elif what == "status":
+            self._sync_status()
+        elif what == "sensitivity":
+            from ..viz.charts import sensitivity_figure
+            _set_fig(self.fig_sensitivity, sensitivity_figure(self.ex.sensitivity_results))
+        elif what == "focus":
+            self._focus_token += 1
+            self.canvas.focus = {"node": self.ex.focused, "token": self._focus_token}
+
+    def _sync_layout(self) -> None:
+        ex, L = self.ex, self.ex.layout
+        index = [[k, ex.DG.graph.nodes[k].type if k in ex.DG.graph.nodes else "Parameter",
+                  L.visible.get(k, "")] for k in ex.view.order]
+        with self.canvas.hold_sync():
+            self.canvas.info = {k: {"title": v.get("title", k), "lines": v.get("lines", [])}
+                                for k, v in L.elements.items()}
+            self.canvas.index = index
+            self.canvas.svg = L.svg
+            self.canvas.highlight = ex.highlight_spec
+        self._sync_title()
+
+    def _sync_title(self) -> None:
+        t = self.ex.summary()
+        self.title.value = (f'<div class="pe-title"><b>prune_explorer</b> · {_e(self.ex.title)} · '
+                            f'{human(t["params_before"])} params · {human(t["macs_before"])} MACs'
+                            f' · {len(self.ex.layout.elements)} nodes drawn</div>')
+
+    def _sync_plan(self, full: bool = False) -> None:
+        ex = self.ex
+        # 1. the canvas first: this is what a click waits for
+        self.canvas.selected = ex.root or ""
+        self.canvas.highlight = ex.highlight_spec
+        # 2. controls reflect the state (without re-triggering previews)
+        self._syncing = True
+        try:
+            c = ex.controls
+            self.strategy.value = c.strategy
+            self.amount.value = min(max(c.amount, 0.05), 0.95)
+            self.round_to.value = c.round_to or 0
+            self.indices.value = idx_text(c.indices, 10_000) if c.indices is not None else ""
+            self.mode.value = ex.mode
+            self.use_strategy.disabled = c.indices is None
+        finally:
+            self._syncing = False
+        # 3. panel, table, charts
+        self._sync_details()
+        self._sync_summary()
+        self.table.value = plan_table_html(
+            ex.plan, limit=None, empty="No plan previewed: click a layer in the graph "
+                                       "(or preview the whole model).")
+        figs = ex.figures()
+        _set_fig(self.fig_params, figs["params"])
+        _set_fig(self.fig_macs, figs["macs"])
+        _set_fig(self.fig_totals, figs["totals"])
+        _set_fig(self.fig_importance, figs["importance"])
+        self._sync_status()
+
+    def _sync_details(self) -> None:
+        ex = self.ex
+        if ex.mode == "model":
+            r = ex.report
+            if r is None:
+                self.details.value = "<h4>Whole model</h4><div>No preview.</div>"
+                return
+            skipped = "".join(f"<li>{_e(root)}: {_e(why[:140])}</li>" for root, why in
+                              r.skipped[:8])
+            self.details.value = (
+                f"<h4>Whole model</h4><div>{len(r.groups)} groups pruned, {len(r.skipped)} "
+                f"skipped</div>" + (f"<ul style='margin:2px 0 0 16px;padding:0'>{skipped}</ul>"
+                                    if skipped else "") + legend_html(heat=True))
+            return
+        d = ex.layer_details()
+        if not d:
+            self.details.value = ("<h4>Layer</h4><div>Click a layer in the graph (or search for "
+                                  "one) to make it the plan's root.</div>")
+            return
+        lines = "".join(f"<div>{_e(l)}</div>" for l in d.get("lines", []))
+        group = ""
+        if d.get("group"):
+            group = f"<div>group: {_e(d['group'])}, {d['group_size']} channels</div>"
+        self.details.value = (f"<h4>Layer</h4><div><b>{_e(d['name'])}</b></div>{lines}{group}"
+                              f"<code>{_e(d.get('repr', '')[:160])}</code>")
+
+    def _sync_summary(self) -> None:
+        ex = self.ex
+        if ex.plan is None:
+            self.summary.value = ""
+            return
+        t = ex.summary()
+        dp = t["params_before"] - t["params_after"]
+        dm = t["macs_before"] - t["macs_after"]
+        pp = 100.0 * dp / max(t["params_before"], 1)
+        pm = 100.0 * dm / max(t["macs_before"], 1)
+        how = "" if ex.mode == "model" else f"{len(ex.plan.idxs)} channels · "
+        self.summary.value = (
+            f"<h4>Plan preview</h4><div>{how}{t['steps']} steps, {t['layers']} layers</div>"
+            f"<div class='pe-big'>−{human(dp)} params ({pp:.1f}%)</div>"
+            f"<div class='pe-big'>−{human(dm)} MACs ({pm:.1f}%)</div>"
+            + ("" if t["valid"] else "<div style='color:#b91c1c'>cannot run: see status</div>"))
+
+    def _sync_history(self) -> None:
+        ex = self.ex
+        self.undo_btn.disabled = not ex.history
+        items = "".join(f"<li>{_e(h.description)}</li>" for h in ex.history)
+        self.history.value = (f"<h4>History</h4><ol style='margin:0 0 0 16px;padding:0'>{items}"
+                              f"</ol>" if items else "")
+        self._sync_title()
+
+    def _sync_status(self) -> None:
+        ex = self.ex
+        self.commit_btn.disabled = ex.plan is None or bool(ex.plan.problems)
+        if ex.error:
+            self.status.value = f"<span class='pe-err'>⚠ {_e(ex.error)}</span>"
+        else:
+            self.status.value = _e(ex.message)
+
+    # ---- widgets -> explorer (the twin API) ----------------------------------------------------
+    def _guard(self, fn, *args, **kw):
+        try:
+            self.ex.message = ""
+            return fn(*args, **kw)
+        except Exception as exc:  # shown, not lost in the browser console
+            self.ex.error = f"{type(exc).__name__}: {exc}"
+            self._sync_status()
+            if not hasattr(exc, "__module__") or "prune_explorer" not in type(exc).__module__:
+                traceback.print_exc()
+            return None
+
+    def _on_canvas_msg(self, _widget, content, _buffers) -> None:
+        event = content.get("event")
+        if event == "select":
+            self._guard(self.ex.select, content["node"])
+        elif event in ("expand", "collapse", "reveal", "expand_all", "reset_view"):
+            self.canvas.busy = True
+            try:
+                if event == "expand":
+                    self._guard(self.ex.expand, content["key"])
+                elif event == "collapse":
+                    self._guard(self.ex.collapse, content["module"])
+                elif event == "reveal":
+                    self._guard(self.ex.reveal, content["node"])
+                elif event == "expand_all":
+                    self._guard(self.ex.expand_all)
+                else:
+                    self._guard(self.ex.reset_view)
+            finally:
+                self.canvas.busy = False
+
+    def _on_strategy(self, _change) -> None:
+        if self._syncing:
+            return
+        if self.ex.root is None:  # remember the controls for the first click
+            c = self.ex.controls
+            c.strategy, c.amount = self.strategy.value, float(self.amount.value)
+            c.round_to = self.round_to.value or None
+            return
+        self._guard(self.ex.set_strategy, self.strategy.value, float(self.amount.value),
+                    self.round_to.value or None)
+
+    def _on_indices(self, change) -> None:
+        if self._syncing:
+            return
+        if self.ex.root is None:
+            self.ex.error = "click a layer first, then type its channel indices"
+            self._sync_status()
+            return
+        self._guard(self.ex.set_indices, change["new"] or None)
+
+    def _on_mode(self, change) -> None:
+        model = change["new"] == "model"
+        self.layer_box.layout.display = "none" if model else ""
+        self.model_box.layout.display = "" if model else "none"
+        if self._syncing:
+            return
+        if model:
+            self._guard(self._preview_model)
+        elif self.ex.root is not None:
+            self._guard(self.ex.select, self.ex.root)
+        else:
+            self._guard(self.ex.clear)
+
+    def _on_model_controls(self, _change) -> None:
+        if self._syncing or self.mode.value != "model":
+            return
+        self._guard(self._preview_model)
+
+    def _preview_model(self):
+        ignored = [s.strip() for s in self.m_ignored.value.split(",") if s.strip()]
+        return self.ex.preview_model(amount=float(self.m_amount.value),
+                                     strategy=self.m_strategy.value, ignored_layers=ignored,
+                                     round_to=self.m_round.value or None,
+                                     global_pruning=bool(self.m_global.value))
+
+    def _run_sensitivity(self):
+        self.sens_progress.layout.visibility = "visible"
+        self.sens_progress.value = 0
+
+        def progress(done, total):
+            self.sens_progress.max = total
+            self.sens_progress.value = done
+        try:
+            return self.ex.sensitivity(progress=progress)
+        finally:
+            self.sens_progress.layout.visibility = "hidden"
