@@ -1,0 +1,179 @@
+"""Drive JupyterLab headless in Debian's Chromium through Playwright (tests and benchmarks).
+
+    with JupyterLab(notebook_dir) as lab, browser() as b:
+        page = lab.open(b, "explore.ipynb")
+        lab.run_all(page)
+
+JupyterLab runs on a free localhost port with a token, isolated settings/workspaces/runtime
+directories (so nothing of the user's leaks in and nothing is written back), and is shut down
+(its whole process group) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    for p in (os.environ.get("PE_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
+              shutil.which("chromium-browser")):
+        if p and os.path.exists(p):
+            return p
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterLab:
+    def __init__(self, root_dir, token: str = "pe-test-token", port: int | None = None,
+                 startup_timeout: float = 120.0):
+        self.root_dir = pathlib.Path(root_dir)
+        self.token = token
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="pe-jlab-")
+        self.log_path = pathlib.Path(self._tmp.name) / "jupyter.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "JupyterLab":
+        tmp = pathlib.Path(self._tmp.name)
+        settings = tmp / "settings"
+        (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+        (settings / "@jupyterlab" / "apputils-extension" /
+         "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+        (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+         ).write_text(json.dumps({"autoStartDefaultKernel": True}))
+        env = dict(os.environ)
+        env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
+                   PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+                   PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+               "--ip=127.0.0.1", f"--port={self.port}", f"--ServerApp.token={self.token}",
+               f"--ServerApp.root_dir={self.root_dir}", "--ServerApp.port_retries=0",
+               f"--LabApp.user_settings_dir={settings}",
+               f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=str(self.root_dir), start_new_session=True)
+        deadline = time.time() + self.startup_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("jupyter lab exited:\n" + self.log())
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}",
+                                            timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except Exception:
+                time.sleep(0.5)
+        self.__exit__(None, None, None)
+        raise RuntimeError("jupyter lab did not start in time:\n" + self.log())
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:  # ask the server to shut down its kernels, then stop the process group
+                req = urllib.request.Request(f"{self.base}/api/shutdown?token={self.token}",
+                                             method="POST")
+                urllib.request.urlopen(req, timeout=5).close()
+                self.proc.wait(timeout=15)
+            except Exception:
+                pass
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if getattr(self, "_log", None):
+            self._log.close()
+        self._tmp.cleanup()
+
+    # ---- browser side -------------------------------------------------------------------------
+    def open(self, browser, notebook: str, width: int = 1600, height: int = 1300):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(120_000)
+        page.goto(f"{self.base}/lab/tree/{notebook}?token={self.token}&reset",
+                  wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=180_000)
+        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands",
+                               timeout=120_000)
+        # older set-ups may still ask which kernel to start: take the preferred one
+        with contextlib.suppress(Exception):
+            page.locator(".jp-Dialog button.jp-mod-accept").click(timeout=5_000)
+        # wait for the kernel to be ready
+        page.wait_for_function(
+            """() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');
+                       return s && s.getAttribute('data-status') === 'idle'; }""",
+            timeout=180_000)
+        return page
+
+    def run_all(self, page) -> None:
+        # not awaited: the command's promise lasts as long as the cells run
+        page.evaluate("""() => {
+            const c = window.jupyterapp.commands;
+            c.execute('notebook:clear-all-cell-outputs').then(
+                () => c.execute('notebook:run-all-cells'));
+            return true;
+        }""")
+
+
+@contextlib.contextmanager
+def browser():
+    from playwright.sync_api import sync_playwright
+    path = chromium_path()
+    if path is None:
+        raise RuntimeError("chromium not found")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def pe_classes(page, scope: str = "") -> dict[str, str]:
+    """data-node -> role for every node carrying a pe-* role class."""
+    return page.evaluate("""(scope) => {
+        const out = {};
+        const root = scope ? document.querySelector(scope) : document;
+        for (const g of root.querySelectorAll('g[data-node]')) {
+            for (const r of ['root', 'out', 'in', 'pass'])
+                if (g.classList.contains('pe-' + r)) out[g.getAttribute('data-node')] = r;
+        }
+        return out; }""", scope)
