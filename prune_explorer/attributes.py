@@ -161,16 +161,16 @@ _COUNT = re.compile(r"num|heads$|^n_|groups|count", re.I)
 
 
 def _by_position(hits, call: Call, pos: int, old: int, changes) -> list:
-    """Several int attributes hold ``old`` (``num_heads == head_dim == 3``) while only some of
-    the reshape positions holding it change: a count-like name (``num_heads``, ``groups``)
+    """Several int attributes hold ``old`` (``num_heads == head_dim == 3``) while the reshape
+    positions holding it end up with different sizes: a count-like name (``num_heads``, ``groups``)
     sizes an outer dim, any other (``head_dim``) the innermost one."""
     ints = [h for h in hits if isinstance(h[1], int)]
     if len(ints) < 2 or call.packet not in _SHAPE_OPS or len(call.args) < 2:
         return hits
     target = call.args[1]
-    changed = {p for p, _o, _n in changes}
-    if all(i in changed for i, t in enumerate(target) if t == old):
-        return hits
+    new_at = {p: n for p, _o, n in changes}
+    if len({new_at.get(i, old) for i, t in enumerate(target) if t == old}) <= 1:
+        return hits  # every position holding the value ends up the same: update them all
     inner = pos == len(target) - 1
     pick = [h for h in ints if bool(_COUNT.search(h[0])) != inner]
     return pick or hits
@@ -193,6 +193,9 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                 updates.setdefault(key, (val, newval))
                 continue
             python_call = node.module is None  # a call in forward code, its ints recorded
+            if python_call and node.type in ("chunk", "tensor_split") and call.packet in (
+                    "split", "split_copy", "unsafe_split"):
+                continue  # chunk(n) keeps n pieces: its int is the count, not the piece size
             for pos, old, new in changes:
                 if python_call and old not in node.py_ints:
                     continue  # computed by torch from the tensor itself: adapts on its own
