@@ -135,11 +135,12 @@ class Heads(nn.Module):
     (3, 3, "k", [6, 7, 8], "cheapest", (2, 3)),  # a whole head: num_heads changes, not head_dim
     (3, 3, "q", [1, 4, 7], "dims", (3, 2)),      # a slot in every head: head_dim changes
     (1, 2, "k", [1], "heads", (1, 1)),           # head_dim == all_head_size
+    (3, 3, "k", [0, 1, 2, 5, 6, 7, 8], "heads", (1, 2)),  # both change, to different sizes
 ])
 def test_attention_sizes_when_attributes_share_a_value(heads, head_dim, root, idxs, policy,
                                                        expect):
     model = Heads(heads=heads, head_dim=head_dim).eval()
-    x = torch.randn(2, 3, 10)
+    x = torch.randn(2, 4, 10)  # no other dim of the views shares the value
     DG = tp.DependencyGraph().build_dependency(model, x)
     plan = DG.get_pruning_plan(root, "out", idxs, policy=policy)
     assert_matches_twin(model, plan, x)
@@ -168,3 +169,26 @@ def test_a_layer_inside_a_black_box_names_the_black_box():
                        match=r"attn\.out_proj .* is part of attn \(MultiheadAttention\).*plan on "
                              r"attn instead"):
         DG.get_pruning_plan("attn.out_proj", "out", [0])
+
+
+class Chunks(nn.Module):
+    def __init__(self, c=4, chunks=2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 1)
+        self.chunks = chunks  # the number of pieces: it stays when each piece shrinks
+        self.branches = nn.ModuleList(nn.Conv2d(c // chunks, 3, 1) for _ in range(chunks))
+
+    def forward(self, x):
+        parts = self.stem(x).chunk(self.chunks, dim=1)
+        return sum(b(p) for b, p in zip(self.branches, parts))
+
+
+def test_chunk_count_is_not_taken_for_the_piece_size():
+    # chunk(2) of 4 channels runs as split(x, 2): the piece size 2 changed to 1 and the
+    # count attribute holding the same value 2 was "updated" to 1
+    model = Chunks().eval()
+    x = torch.randn(2, 3, 4, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    plan = DG.get_pruning_plan(model.stem, "out", [1])
+    assert_matches_twin(model, plan, x)
+    assert model.chunks == 2 and model.stem.out_channels == 2
