@@ -203,6 +203,10 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     py = node.py_ints
                     if len(py) == len(call.args[1]) and py[pos] == -1:
                         continue
+                srcs = node.int_sources
+                if python_call and srcs and call.packet in _SHAPE_OPS and len(srcs) == len(
+                        call.args[1]) and srcs[pos] is not None:
+                    continue  # read from a tensor's shape (c // self.groups): adapts by itself
                 found = False
                 for scope in _scope_chain(node):
                     try:
