@@ -192,3 +192,29 @@ def test_chunk_count_is_not_taken_for_the_piece_size():
     plan = DG.get_pruning_plan(model.stem, "out", [1])
     assert_matches_twin(model, plan, x)
     assert model.chunks == 2 and model.stem.out_channels == 2
+
+
+class Shuffle3(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 9, 1), nn.Conv2d(9, 2, 1)
+        self.groups = 3
+
+    def forward(self, x):
+        h = self.stem(x)
+        b, c, hh, ww = h.shape
+        h = h.view(b, self.groups, c // self.groups, hh, ww).transpose(1, 2).contiguous()
+        return self.head(h.view(b, c, hh, ww))
+
+
+def test_a_size_read_from_the_tensor_is_not_taken_for_an_attribute():
+    # groups == channels per group == 3: removing a slot per group changes c // groups (read
+    # from the tensor, so it adapts by itself) and self.groups was "updated" to 2 — the model
+    # still ran, but shuffled differently (silently wrong outputs)
+    model = Shuffle3().eval()
+    x = torch.randn(2, 3, 4, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    plan = DG.get_pruning_plan(model.head, "in", [7])
+    assert sorted(next(s for s in plan.layer_steps if s.target == "stem").idxs) == [2, 5, 8]
+    assert_matches_twin(model, plan, x)
+    assert model.groups == 3
