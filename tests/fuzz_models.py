@@ -138,9 +138,14 @@ class Split(nn.Module):
     def __init__(self, how, sizes, branches, merge):
         super().__init__()
         self.how, self.merge = how, merge
-        self.split_sizes = list(sizes)
-        self.chunks = len(sizes)
-        self.first = sizes[0]
+        # only the attribute this forward reads: an unused attribute holding the same value
+        # makes the attribute update ambiguous (see the report; exec then fails, restored)
+        if how == "split":
+            self.split_sizes = list(sizes)
+        elif how == "chunk":
+            self.chunks = len(sizes)
+        else:
+            self.first = sizes[0]
         self.branches = nn.ModuleList(branches)
 
     def forward(self, x):
@@ -414,7 +419,9 @@ def image_block(d: Draw, c: int, hw: int) -> tuple[nn.Module, int, int]:
     if kind == "cl_mlp":
         return ChannelsLastMLP(c, _width(d, 2, 16), d.bool(), d.bool()), c, hw
     if kind == "shuffle":
-        divs = [g for g in _divisors(c) if g < c]
+        # groups == channels per group is a known engine issue in a leaf module (see
+        # test_fuzz.py::test_a_size_read_from_the_tensor_inside_a_leaf_module): not drawn
+        divs = [g for g in _divisors(c) if g < c and g * g != c]
         if not divs:
             return nn.ReLU(), c, hw
         return Shuffle(d.choice(divs)), c, hw
