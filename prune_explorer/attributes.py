@@ -102,7 +102,7 @@ def _whole_list_update(model, node: Node, call: Call, changes):
     if not changes or call.packet not in ("split_with_sizes", "split_with_sizes_copy",
                                           *_SHAPE_OPS):
         return None
-    if call.packet in _SHAPE_OPS and (not node.py_ints or list(node.py_ints) != list(
+    if call.packet in _SHAPE_OPS and (not call.py_ints or list(call.py_ints) != list(
             call.args[1])):
         return None
     old = list(call.args[1])
@@ -192,18 +192,18 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                 key, val, newval = whole
                 updates.setdefault(key, (val, newval))
                 continue
-            python_call = node.module is None  # a call in forward code, its ints recorded
-            if python_call and node.type in ("chunk", "tensor_split") and call.packet in (
+            python_call = call.py is not None  # its Python call's ints were recorded
+            if python_call and call.py_fn in ("chunk", "tensor_split") and call.packet in (
                     "split", "split_copy", "unsafe_split"):
                 continue  # chunk(n) keeps n pieces: its int is the count, not the piece size
             for pos, old, new in changes:
-                if python_call and old not in node.py_ints:
+                if python_call and old not in call.py_ints:
                     continue  # computed by torch from the tensor itself: adapts on its own
-                if node.py_ints and -1 in node.py_ints and call.packet in _SHAPE_OPS:
-                    py = node.py_ints
+                if call.py_ints and -1 in call.py_ints and call.packet in _SHAPE_OPS:
+                    py = call.py_ints
                     if len(py) == len(call.args[1]) and py[pos] == -1:
                         continue
-                srcs = node.int_sources
+                srcs = call.int_sources
                 if python_call and srcs and call.packet in _SHAPE_OPS and len(srcs) == len(
                         call.args[1]) and srcs[pos] is not None:
                     continue  # read from a tensor's shape (c // self.groups): adapts by itself

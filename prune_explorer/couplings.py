@@ -27,11 +27,13 @@ _RESHAPES = ("view", "_unsafe_view", "reshape", "_reshape_alias")
 
 
 def _reshape_calls(node):
+    """Reshapes whose Python call passed exactly the target's ints (view(B, N, H, D))."""
     for call in node.calls:
         if call.packet not in _RESHAPES or len(call.args) < 2 or not call.outputs:
             continue
         target = call.args[1]
-        if isinstance(target, (list, tuple)) and len(target) == len(node.py_ints):
+        if call.py_fn in _RESHAPES + ("view",) and isinstance(target, (list, tuple)) and \
+                len(target) == len(call.py_ints):
             yield call, list(target)
 
 
@@ -40,10 +42,11 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
     v views). After pruning they must stay equal, so they are coupled."""
     buckets: dict[tuple, list[tuple[int, int]]] = {}
     for node in graph.nodes.values():
-        if node.module is not None or not node.py_ints or node.kind != "op":
+        if not any(c.py_ints for c in node.calls):
             continue
+        owner = node.module or node.scope  # a leaf module's own attributes, else its scope's
         try:
-            scope = model.get_submodule(node.scope) if node.scope else model
+            scope = model.get_submodule(owner) if owner else model
         except AttributeError:
             continue
         attrs = {}
@@ -55,8 +58,8 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
             continue
         for call, target in _reshape_calls(node):
             out = call.outputs[0]
-            sources = node.int_sources or (None,) * len(target)
-            for pos, (t, p) in enumerate(zip(target, node.py_ints)):
+            sources = call.int_sources or (None,) * len(target)
+            for pos, (t, p) in enumerate(zip(target, call.py_ints)):
                 if sources[pos] is not None or pos != len(target) - 1:
                     # only the innermost dim (the head dim): a literal 3 that splits q, k, v
                     # must not be taken for num_heads == 3
@@ -64,7 +67,7 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
                 if p == t and t in attrs:
                     # several attributes may hold the value (num_heads == head_dim == 3):
                     # views sized by the same set of them are still sized alike
-                    key = (node.scope, tuple(attrs[t]), pos - len(target))
+                    key = (owner, tuple(attrs[t]), pos - len(target))
                     buckets.setdefault(key, []).append((out, pos))
     return [("map", dims) for dims in buckets.values() if len(dims) > 1]
 
@@ -75,14 +78,14 @@ def shape_provenance(graph: Graph) -> list[tuple]:
     """Reshape target dims whose size the code read from another tensor's dim."""
     found = []
     for node in graph.nodes.values():
-        if node.module is not None or not node.int_sources or not any(node.int_sources):
-            continue
         for call, target in _reshape_calls(node):
+            if not any(call.int_sources):
+                continue
             out = call.outputs[0]
             shape = graph.values[out].shape
             if len(shape) != len(target):
                 continue
-            for k, src in enumerate(node.int_sources):
+            for k, src in enumerate(call.int_sources):
                 if src is None or shape[k] <= 1:
                     continue
                 value, dim, num, den = src
@@ -95,7 +98,7 @@ def shape_provenance(graph: Graph) -> list[tuple]:
                     # C // heads: the dims just before it make up the rest of C
                     for j in range(k - 1, -1, -1):
                         if prod(shape[j:k + 1]) == size:
-                            if all(node.int_sources[i] is None for i in range(j, k)):
+                            if all(call.int_sources[i] is None for i in range(j, k)):
                                 found.append(("block", [(value, dim)],
                                               [(out, i) for i in range(j, k + 1)],
                                               "unless-related"))

@@ -54,6 +54,22 @@ class Call:
     kwargs: dict
     outputs: tuple  # value ids (or None for non-tensor outputs), flattened
     macs: int = 0
+    # the Python-level torch call this op ran under: its name, the int arguments it was given
+    # (view(B, -1, 64) -> (B, -1, 64)) and, per int, (value, dim, num, den) when the int was
+    # read from a tensor's shape. None: no Python call recorded it (internal to a kernel).
+    py: tuple | None = None
+
+    @property
+    def py_fn(self) -> str | None:
+        return self.py[0] if self.py else None
+
+    @property
+    def py_ints(self) -> tuple:
+        return self.py[1] if self.py else ()
+
+    @property
+    def int_sources(self) -> tuple:
+        return self.py[2] if self.py else ()
 
     @property
     def packet(self) -> str:

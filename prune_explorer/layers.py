@@ -35,6 +35,9 @@ class LayerSpec:
     in_channels: Callable[[nn.Module], int | None] = lambda m: None
     out_channels: Callable[[nn.Module], int | None] = lambda m: None
     expected_input: Callable[[nn.Module], str] | None = None
+    # size attributes as a function of the new input shape, for layers that may have no
+    # tensor to cut (an InstanceNorm without affine weights)
+    size_attrs: Callable[[nn.Module, tuple], list] | None = None
     # opaque layers only
     relations: Callable[[Any, nn.Module, Node], None] | None = None
     prune: Callable[[nn.Module, dict, bool], int] | None = None
@@ -113,11 +116,18 @@ def _conv_spec() -> LayerSpec:
         expected_input=expected)
 
 
-def _norm_spec(fn, channels: Callable[[nn.Module], int], expected=None) -> LayerSpec:
+def _norm_spec(fn, channels: Callable[[nn.Module], int], expected=None,
+               size_attrs=None) -> LayerSpec:
     dims = (("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0))
     return LayerSpec(out_fn=fn, in_fn=fn, out_params=lambda m: dims, in_params=lambda m: dims,
                      coupled=lambda m: True, in_channels=channels, out_channels=channels,
-                     expected_input=expected)
+                     expected_input=expected, size_attrs=size_attrs)
+
+
+def _instance_features(m, shape) -> list:
+    """num_features = the input's channel dim (dim 1 batched, dim 0 unbatched)."""
+    batched = len(shape) > m._get_no_batch_dim()
+    return [("num_features", shape[1] if batched else shape[0])]
 
 
 def _mha_relations(ctx, m: nn.MultiheadAttention, node: Node) -> None:
@@ -196,16 +206,21 @@ def default_registry() -> LayerRegistry:
         expected_input=lambda m: f"a float tensor whose last dim is {m.in_features}"))
     reg.register(nn.modules.batchnorm._BatchNorm, _norm_spec(
         P.prune_batchnorm, lambda m: m.num_features,
-        lambda m: f"a float tensor of shape [N, {m.num_features}, ...]"))
+        lambda m: f"a float tensor of shape [N, {m.num_features}, ...]",
+        lambda m, shape: [("num_features", shape[1] if len(shape) > 1 else shape[0])]))
     reg.register(nn.modules.instancenorm._InstanceNorm, _norm_spec(
         P.prune_instancenorm, lambda m: m.num_features,
-        lambda m: f"a float tensor of shape [N, {m.num_features}, ...]"))
+        lambda m: f"a float tensor of shape [N, {m.num_features}, ...]",
+        _instance_features))
     reg.register(nn.LayerNorm, _norm_spec(
         P.prune_layernorm, lambda m: m.normalized_shape[0],
-        lambda m: f"a float tensor whose last dims are {list(m.normalized_shape)}"))
+        lambda m: f"a float tensor whose last dims are {list(m.normalized_shape)}",
+        lambda m, shape: [("normalized_shape", tuple(shape[len(shape) - len(
+            m.normalized_shape):]))]))
     reg.register(nn.GroupNorm, _norm_spec(
         P.prune_groupnorm, lambda m: m.num_channels,
-        lambda m: f"a float tensor of shape [N, {m.num_channels}, ...]"))
+        lambda m: f"a float tensor of shape [N, {m.num_channels}, ...]",
+        lambda m, shape: [("num_channels", shape[1] if len(shape) > 1 else shape[0])]))
     if hasattr(nn, "RMSNorm"):
         reg.register(nn.RMSNorm, _norm_spec(
             P.prune_layernorm, lambda m: m.normalized_shape[0],

@@ -135,6 +135,7 @@ class PlanBuilder:
 
         actions.ints, suspects = infer_int_updates(
             G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of)
+        actions.ints += self._size_attrs(layer_nodes, shapes, actions.ints)
         sync = []
         for tname in cuts:
             for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):
@@ -154,6 +155,28 @@ class PlanBuilder:
         plan.suspect_nodes = suspects
         plan.touched_nodes = set(touched_nodes) | layer_nodes
         return plan
+
+    def _size_attrs(self, nodes, shapes, planned) -> list:
+        """Size attributes of layers with nothing to cut (a BatchNorm or InstanceNorm without
+        affine weights) follow the width of the tensor they read."""
+        G, graph = self.G, self.graph
+        done = {(m, a) for m, a, _o, _n in planned}
+        out = []
+        for nid in sorted(nodes):
+            node = graph.nodes[nid]
+            if not node.module or node.call_index:
+                continue
+            m = G.model.get_submodule(node.module)
+            spec = G.registry.lookup(m)
+            if spec is None or spec.size_attrs is None:
+                continue
+            acts = [v for v in node.inputs if graph.values[v].kind in ("activation", "input")]
+            if not acts or acts[0] not in shapes:
+                continue
+            for attr, value in spec.size_attrs(m, shapes[acts[0]]):
+                if (node.module, attr) not in done and getattr(m, attr, None) != value:
+                    out.append((node.module, attr, getattr(m, attr, None), value))
+        return out
 
     def _module_side(self, mod: str, attr: str, dim: int) -> tuple:
         G = self.G

@@ -197,6 +197,7 @@ class _Recorder:
         self.call_counts: dict[str, int] = {}
         self.fn_depth = 0
         self.error_scope: str | None = None
+        self.py_ctx: tuple | None = None  # the outermost Python torch call running now
 
     # ---- values -------------------------------------------------------------------------
     def new_value(self, t: torch.Tensor, kind: str, name: str | None = None,
@@ -366,7 +367,8 @@ class _Recorder:
                     macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
                 except Exception:
                     macs = 0
-        frame.calls.append(Call(_OP_NAMES[func], rargs, rkwargs, tuple(outs), macs))
+        frame.calls.append(Call(_OP_NAMES[func], rargs, rkwargs, tuple(outs), macs,
+                                self.py_ctx))
         if standalone:
             self.finish(frame)
 
@@ -425,16 +427,22 @@ class _FunctionNamer(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name in ("__get__", "size", "__len__") and args and isinstance(args[0], torch.Tensor):
             return self._traced_shape(func, name, args, kwargs)
-        frame = self.rec.enter_fn(func)
-        if frame is None:
-            return func(*args, **(kwargs or {}))
+        rec = self.rec
+        outer = rec.py_ctx is None  # calls nested inside another torch call are its internals
+        if outer:
+            ints = _python_ints(args) if args else ()
+            rec.py_ctx = (_DUNDER_NAMES.get(name, name), tuple(int(i) for i in ints),
+                          tuple(provenance_of(i) for i in ints))
+        frame = rec.enter_fn(func)
         try:
-            ints = _python_ints(args)
-            frame.fn_ints = tuple(int(i) for i in ints)
-            frame.fn_srcs = tuple(provenance_of(i) for i in ints)
+            if frame is not None:
+                frame.fn_ints, frame.fn_srcs = rec.py_ctx[1], rec.py_ctx[2]
             return func(*args, **(kwargs or {}))
         finally:
-            self.rec.exit_fn(frame)
+            if frame is not None:
+                rec.exit_fn(frame)
+            if outer:
+                rec.py_ctx = None
 
     def _traced_shape(self, func, name, args, kwargs):
         """``x.shape`` / ``x.size()`` / ``len(x)`` as ints that remember their source dim."""
@@ -465,6 +473,8 @@ def _python_ints(obj, depth=0) -> tuple:
         return tuple(itertools.chain.from_iterable(_python_ints(o, depth + 1) for o in obj))
     if isinstance(obj, slice):
         return _python_ints((obj.start, obj.stop, obj.step), depth + 1)
+    if isinstance(obj, dict):
+        return _python_ints(tuple(obj.values()), depth + 1)
     return ()
 
 

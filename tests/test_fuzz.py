@@ -233,9 +233,6 @@ class LeafShuffle(nn.Module):
         return x.view(b, c, h, w)
 
 
-@pytest.mark.xfail(strict=True, reason="engine issue (reported, not fixed): inside a leaf module "
-                   "without a layer spec the Python ints of a call are not recorded, so "
-                   "c // self.groups cannot be told from self.groups when both are 3")
 def test_a_size_read_from_the_tensor_inside_a_leaf_module():
     model = nn.Sequential(nn.Conv2d(3, 9, 1), LeafShuffle(3), nn.Conv2d(9, 2, 1)).eval()
     x = torch.randn(2, 3, 4, 4)
