@@ -163,16 +163,67 @@ def totals_figure(t: dict):
     after = [t["macs_after"], t["params_after"]]
     pct_after = [100.0 * a / b if b else 100.0 for a, b in zip(after, before)]
     fig = go.Figure()
-    fig.add_bar(name="before", y=cats, x=[100.0, 100.0], orientation="h", marker_color=BEFORE,
-                text=[human(b) for b in before], textposition="inside", insidetextanchor="end",
-                hovertemplate="%{y} before: %{text}<extra></extra>")
+    # horizontal bars stack bottom-up: "after" first puts "before" on top
     fig.add_bar(name="after", y=cats, x=pct_after, orientation="h", marker_color=AFTER,
                 text=[f"{human(a)} ({p - 100:+.1f}%)" for a, p in zip(after, pct_after)],
                 textposition="inside", insidetextanchor="end",
                 hovertemplate="%{y} after: %{text}<extra></extra>")
+    fig.add_bar(name="before", y=cats, x=[100.0, 100.0], orientation="h", marker_color=BEFORE,
+                text=[human(b) for b in before], textposition="inside", insidetextanchor="end",
+                hovertemplate="%{y} before: %{text}<extra></extra>")
     fig.update_layout(**_layout("Totals", barmode="group",
                                 xaxis=dict(title="% of original", range=[0, 100]),
                                 yaxis=dict(automargin=True)))
+    fig.update_layout(legend=dict(traceorder="reversed"))
+    return fig
+
+
+def plan_figure(rows: Sequence[LayerRow], t: dict, limit: int = 60):
+    """Params per layer, MACs per layer and the totals, side by side in one figure (one
+    plotly render instead of three: the explorer redraws it on every preview)."""
+    from plotly.subplots import make_subplots
+    rows = list(rows)[:limit]
+    mrows = [r for r in rows if r.macs_before]
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.39, 0.39, 0.22],
+                        horizontal_spacing=0.07,
+                        subplot_titles=("Parameters per layer", "FLOPs (MACs) per layer",
+                                        "Totals (% of original)"))
+    for col, rs, get in ((1, rows, lambda r: (r.params_before, r.params_after)),
+                         (2, mrows, lambda r: (r.macs_before, r.macs_after))):
+        names = [_short(r.layer, 22) for r in rs]
+        full = [r.layer for r in rs]
+        for i, (label, color) in enumerate((("before", BEFORE), ("after", AFTER))):
+            fig.add_bar(name=label, x=names, y=[get(r)[i] for r in rs], marker_color=color,
+                        customdata=full, legendgroup=label, showlegend=col == 1,
+                        hovertemplate="%{customdata}<br>" + label + ": %{y:,}<extra></extra>",
+                        row=1, col=col)
+    cats = ["MACs", "Params"]
+    before = [t["macs_before"], t["params_before"]]
+    after = [t["macs_after"], t["params_after"]]
+    pct = [100.0 * a / b if b else 100.0 for a, b in zip(after, before)]
+    fig.add_bar(name="after", y=cats, x=pct, orientation="h", marker_color=AFTER,
+                legendgroup="after", showlegend=False, textposition="inside",
+                text=[f"{human(a)} ({p - 100:+.1f}%)" for a, p in zip(after, pct)],
+                insidetextanchor="end", hovertemplate="%{y} after: %{text}<extra></extra>",
+                row=1, col=3)
+    fig.add_bar(name="before", y=cats, x=[100.0, 100.0], orientation="h",
+                marker_color=BEFORE, legendgroup="before", showlegend=False,
+                text=[human(b) for b in before], textposition="inside", insidetextanchor="end",
+                hovertemplate="%{y} before: %{text}<extra></extra>", row=1, col=3)
+    fig.update_layout(**_layout("", barmode="group", margin=dict(l=56, r=16, t=64, b=40),
+                                legend=dict(orientation="h", yanchor="bottom", y=1.1,
+                                            xanchor="left", x=0.0)))
+    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9), row=1, col=1)
+    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9), row=1, col=2)
+    fig.update_xaxes(range=[0, 100], row=1, col=3)
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_annotations(font=dict(size=13), xanchor="left", x=None)
+    for ann, x in zip(fig.layout.annotations, (0.0, 0.46, 0.85)):
+        ann.update(x=x, y=1.02, yanchor="bottom")
+    if not rows:
+        fig.add_annotation(text="no plan previewed: click a layer", showarrow=False, x=0.4,
+                           y=0.5, xref="paper", yref="paper", font=dict(color="#64748b"))
     return fig
 
 

@@ -118,6 +118,7 @@ function render({ model, el }) {
   }
 
   function applyHighlight() {
+    const t0 = performance.now();
     const spec = model.get("highlight") || {};
     for (const g of marked) {
       g.classList.remove(...ROLES, "pe-inside", "pe-flow", "pe-hot", "pe-selected");
@@ -147,18 +148,21 @@ function render({ model, el }) {
     if (sel && !sel.classList.contains("pe-root")) { sel.classList.add("pe-selected"); marked.push(sel); }
     svg.classList.toggle("pe-active", !!spec.active);
     svg.classList.toggle("pe-heat", Object.keys(heat).length > 0);
-    drawLegend(Object.keys(heat).length > 0, !!spec.active);
+    drawLegend(Object.keys(heat).length > 0, !!spec.active, !!spec.pending);
     el.dataset.highlightVersion = String((+el.dataset.highlightVersion || 0) + 1);
+    el.dataset.highlightMs = (performance.now() - t0).toFixed(2);
+    el.dataset.pending = spec.pending ? "1" : "0";
   }
 
-  function drawLegend(heat, active) {
+  function drawLegend(heat, active, pending) {
     let html = "";
     for (const [r, t] of Object.entries(ROLE_TEXT)) html += `<span><span class="pe-sw ${r}"></span>${t}</span>`;
     if (heat) {
       const stops = (model.get("heat_stops") || []).map(([f, c]) => `${c} ${Math.round(f * 100)}%`).join(", ");
       html += `<span>params removed 0%<span class="pe-heatbar" style="background:linear-gradient(90deg, ${stops})"></span>100%</span>`;
     }
-    if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
+    if (pending) html += `<span class="pe-hint">scoring channels…</span>`;
+    else if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
     legend.innerHTML = html;
   }
 

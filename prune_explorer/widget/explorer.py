@@ -132,6 +132,7 @@ class Explorer:
         self._heat: dict[str, float] | None = None
         self._widget = None
         self.focused: str | None = None
+        self.coupling_spec: dict = {}
         self._relayout(reset=True)
         self.timings["first_render"] = self._layout.seconds
         self.timings["total"] = time.perf_counter() - t0
@@ -502,15 +503,21 @@ class Explorer:
             out["group_size"] = len(self.selection.scores)
         return out
 
-    def figures(self) -> dict:
-        """The plotly figures of the current state (params, macs, totals, importance,
-        sensitivity)."""
+    def figures(self, which: Iterable[str] | None = None) -> dict:
+        """The plotly figures of the current state: params, macs, totals (and "plan", the
+        three side by side), importance, sensitivity."""
         from ..viz import charts
+        want = set(which) if which is not None else {"params", "macs", "totals", "plan",
+                                                      "importance", "sensitivity"}
         rows = charts.layer_rows(self.DG, self.plan)
-        figs = {"params": charts.params_figure(rows), "macs": charts.macs_figure(rows),
-                "totals": charts.totals_figure(charts.totals(self.DG, self.plan))}
-        figs["importance"] = self.importance_figure()
-        if self.sensitivity_results:
+        t = charts.totals(self.DG, self.plan)
+        makers = {"params": lambda: charts.params_figure(rows),
+                  "macs": lambda: charts.macs_figure(rows),
+                  "totals": lambda: charts.totals_figure(t),
+                  "plan": lambda: charts.plan_figure(rows, t),
+                  "importance": self.importance_figure}
+        figs = {k: f() for k, f in makers.items() if k in want}
+        if "sensitivity" in want and self.sensitivity_results:
             figs["sensitivity"] = charts.sensitivity_figure(self.sensitivity_results)
         return figs
 
@@ -567,6 +574,29 @@ class Explorer:
         self.error = message
         self._emit("status")
 
+    def _sel_key(self) -> tuple:
+        c = self.controls
+        return (self.DG.version, self.root, c.side, c.strategy, round(c.amount, 6), c.round_to)
+
+    def _show_coupling(self) -> None:
+        """Scoring a big group's channels can take a second (every tensor of a ResNet-152
+        stage); the coupled layers do not depend on which channels go. So a displayed
+        explorer first shows the group (a plan of all channels but one: same layers, same
+        roles) and then the plan. The twin's state only ever holds the real plan."""
+        try:
+            size = self.DG.dg.size[self.DG.root_vertex(self.root, self.controls.side)]
+            if size < 2:
+                return
+            probe = self.DG.get_pruning_plan(self.root, self.controls.side,
+                                             list(range(1, size)), strict=False)
+        except (PruningError, ValueError):
+            return
+        spec = self.view.highlight_spec(
+            self._layout, {k: h["role"] for k, h in probe.highlighted.items()})
+        spec["pending"] = True
+        self.coupling_spec = spec
+        self._emit("coupling")
+
     def _select(self):
         from ..select import select_channels
         c = self.controls
@@ -578,7 +608,7 @@ class Explorer:
                 self.model.zero_grad(set_to_none=True)
                 self.loss_fn(self.model).backward()
                 self._taylor_version = self.DG.version
-        key = (self.DG.version, self.root, c.side, c.strategy, round(c.amount, 6), c.round_to)
+        key = self._sel_key()
         sel = self._sel_cache.get(key)
         if sel is None:
             sel = select_channels(self.DG, self.root, strategy=c.strategy, amount=c.amount,
@@ -601,6 +631,8 @@ class Explorer:
             if c.indices is not None:
                 plan = self.DG.get_pruning_plan(self.root, c.side, c.indices, strict=False)
             else:
+                if self._listeners and self._sel_key() not in self._sel_cache:
+                    self._show_coupling()  # a displayed explorer: highlight before scoring
                 sel = self._select()
                 if not sel.idxs:
                     err = (f"{c.amount:.0%} of {self.root}'s {len(sel.scores)} channels rounds "

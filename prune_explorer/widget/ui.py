@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import traceback
 
+import asyncio
 import json
 
 import ipywidgets as W
@@ -71,8 +72,12 @@ def _set_fig(out, fig):
 
 
 class ExplorerUI:
+    DEFER_PANEL_S = 0.04  # the panel and table follow the highlight after this long
+    DEFER_CHARTS_S = 0.35  # the charts once nothing changed for this long
+
     def __init__(self, ex):
         self.ex = ex
+        self._pending: dict = {}
         self._syncing = False
         self._focus_token = 0
         ex.on_change(self._on_change)
@@ -194,15 +199,15 @@ class ExplorerUI:
         # ---- table and charts
         self.table = W.HTML()
         self.table.add_class("pe-tablebox")
-        figs = ex.figures()
-        self.fig_params = _chart(figs["params"], 420)
-        self.fig_macs = _chart(figs["macs"], 420)
-        self.fig_totals = _chart(figs["totals"], 300)
+        figs = ex.figures(("plan", "importance"))
+        self.fig_plan = _chart(figs["plan"], 1160)
         self.fig_importance = _chart(figs["importance"], 700)
         from ..viz.charts import sensitivity_figure
-        self.fig_sensitivity = _chart(sensitivity_figure(ex.sensitivity_results), 540)
-        charts = W.Box([self.fig_params, self.fig_macs, self.fig_totals, self.fig_importance,
-                        self.fig_sensitivity],
+        self.fig_sensitivity = _chart(sensitivity_figure(ex.sensitivity_results), 440)
+        shown = [self.fig_plan, self.fig_importance]
+        if ex.evaluate is not None:  # the sweep needs a metric
+            shown.append(self.fig_sensitivity)
+        charts = W.Box(shown,
                        layout=W.Layout(display="flex", flex_flow="row wrap", gap="6px 10px",
                                        margin="10px 0 0 0"))
         self.root = W.VBox([W.HTML(_PANEL_CSS), header, self.status,
@@ -220,6 +225,9 @@ class ExplorerUI:
     def _on_change(self, what: str) -> None:
         if what == "layout":
             self._sync_layout()
+        elif what == "coupling":  # the group, while the channels are being scored
+            self.canvas.selected = self.ex.root or ""
+            self.canvas.highlight = self.ex.coupling_spec
         elif what == "plan":
             self._sync_plan()
         elif what == "history":
@@ -268,18 +276,46 @@ class ExplorerUI:
             self.use_strategy.disabled = c.indices is None
         finally:
             self._syncing = False
-        # 3. panel, table, charts
+        self._sync_status()
+        # 3. panel and table a moment later, charts once the user pauses; both coalesced, so
+        # a burst of clicks or slider steps is highlighted at once and the rest is rebuilt
+        # (and redrawn by plotly in the browser, the costly part) only for the last one
+        self._later("panel", self.DEFER_PANEL_S, self._sync_rest, immediate=full)
+        self._later("charts", self.DEFER_CHARTS_S, self._sync_charts, immediate=full)
+
+    def _later(self, name: str, delay: float, fn, immediate: bool = False) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (plain Python, tests): now
+            loop = None
+        if immediate or loop is None:
+            fn()
+            return
+        pending = self._pending.pop(name, None)
+        if pending is not None:
+            pending.cancel()
+
+        def run():
+            self._pending.pop(name, None)
+            try:
+                fn()
+            except Exception:  # pragma: no cover - shown in the log, never lost
+                traceback.print_exc()
+        self._pending[name] = loop.call_later(delay, run)
+
+    def _sync_rest(self) -> None:
+        ex = self.ex
         self._sync_details()
         self._sync_summary()
         self.table.value = plan_table_html(
             ex.plan, limit=None, empty="No plan previewed: click a layer in the graph "
                                        "(or preview the whole model).")
-        figs = ex.figures()
-        _set_fig(self.fig_params, figs["params"])
-        _set_fig(self.fig_macs, figs["macs"])
-        _set_fig(self.fig_totals, figs["totals"])
-        _set_fig(self.fig_importance, figs["importance"])
         self._sync_status()
+
+    def _sync_charts(self) -> None:
+        figs = self.ex.figures(("plan", "importance"))
+        _set_fig(self.fig_plan, figs["plan"])
+        _set_fig(self.fig_importance, figs["importance"])
 
     def _sync_details(self) -> None:
         ex = self.ex
