@@ -302,3 +302,19 @@ def test_widget_calls_the_twin():
     assert "op" in ex.error  # shown in the status line, not raised in the browser
     ui.mode.value = "model"
     assert ex.mode == "model" and ex.report is not None
+
+
+def test_displayed_explorer_shows_the_coupling_before_scoring():
+    model, x, _ = make("resnet18")
+    ex = Explorer(model, x)
+    events = []
+    ex.on_change(lambda what: events.append((what, dict(ex.coupling_spec.get("nodes", {})))))
+    ex.select("conv1")  # a residual group: scoring is the slow part
+    kinds = [w for w, _ in events]
+    assert kinds.index("coupling") < kinds.index("plan")
+    shown = dict(events[kinds.index("coupling")][1])
+    assert shown == {k: h["role"] for k, h in ex.plan.highlighted.items()}
+    ex.select("layer1.0.conv1")
+    events.clear()
+    ex.select("conv1")  # scored already: straight to the plan
+    assert [w for w, _ in events] == ["plan"]
