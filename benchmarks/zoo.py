@@ -266,6 +266,7 @@ def main(argv=None):
     ap.add_argument("--family", help="timm: only families (modules) containing this string")
     ap.add_argument("--limit", type=int, help="only the first N models")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per model per tool")
+    ap.add_argument("--tp-timeout", type=float, help="Torch-Pruning's timeout (default: --timeout)")
     ap.add_argument("--use-cache", action="store_true", help="hf: build with use_cache=True")
     ap.add_argument("--min-removed", type=float,
                     help="fixed pass threshold (fraction of params removed) instead of "
@@ -307,7 +308,8 @@ def main(argv=None):
     for name in names:
         res = {}
         for tool in tools:
-            r = run_one(args.zoo, name, tool, args.timeout, args.use_cache)
+            limit = args.tp_timeout if (tool == "tp" and args.tp_timeout) else args.timeout
+            r = run_one(args.zoo, name, tool, limit, args.use_cache)
             res[tool] = r
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
