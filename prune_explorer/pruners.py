@@ -153,6 +153,8 @@ def sync_layer(m: nn.Module) -> None:
         m.nf = m.weight.shape[1]
     elif isinstance(m, nn.MultiheadAttention):
         _sync_mha(m)
+    elif isinstance(m, nn.RNNBase) and getattr(m, "weight_ih_l0", None) is not None:
+        m.input_size = m.weight_ih_l0.shape[1]  # its forward checks the input against it
 
 
 def _sync_mha(m: nn.MultiheadAttention) -> None:
