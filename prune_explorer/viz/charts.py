@@ -213,8 +213,14 @@ def plan_figure(rows: Sequence[LayerRow], t: dict, limit: int = 60):
     fig.update_layout(**_layout("", barmode="group", margin=dict(l=56, r=16, t=64, b=40),
                                 legend=dict(orientation="h", yanchor="bottom", y=1.1,
                                             xanchor="left", x=0.0)))
-    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9), row=1, col=1)
-    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9), row=1, col=2)
+    many = len(rows) > 24  # whole-model plans: names on hover only
+    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9),
+                     showticklabels=not many, row=1, col=1)
+    fig.update_xaxes(tickangle=-35, automargin=True, tickfont=dict(size=9),
+                     showticklabels=len(mrows) <= 24, row=1, col=2)
+    if many:
+        fig.update_xaxes(title_text=f"{len(rows)} layers (hover for names)", row=1, col=1)
+        fig.update_xaxes(title_text=f"{len(mrows)} layers (hover for names)", row=1, col=2)
     fig.update_xaxes(range=[0, 100], row=1, col=3)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)

@@ -557,6 +557,9 @@ class Explorer:
         g = self.DG.graph
         if node in g.nodes and g.nodes[node].module:
             return g.nodes[node].module
+        if node in self.view.params:
+            raise PruningError(f"{node} is a bare parameter: a plan starts from a layer, and "
+                               f"the parameter is cut along with the layers it is coupled to")
         if node in g.nodes:
             n = g.nodes[node]
             raise PruningError(f"{node} is an op ({n.type}): it has no channels of its own. "

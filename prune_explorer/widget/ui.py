@@ -14,7 +14,7 @@ import json
 import ipywidgets as W
 
 from ..viz.dot import human, idx_text
-from ..viz.report import legend_html, plan_table_html
+from ..viz.report import plan_table_html
 from .canvas import GraphCanvas
 from .explorer import STRATEGY_LABELS
 
@@ -329,7 +329,9 @@ class ExplorerUI:
             self.details.value = (
                 f"<h4>Whole model</h4><div>{len(r.groups)} groups pruned, {len(r.skipped)} "
                 f"skipped</div>" + (f"<ul style='margin:2px 0 0 16px;padding:0'>{skipped}</ul>"
-                                    if skipped else "") + legend_html(heat=True))
+                                    if skipped else "") +
+                "<div style='color:#64748b'>layers are coloured by the share of their parameters"
+                " removed (legend under the graph)</div>")
             return
         d = ex.layer_details()
         if not d:
