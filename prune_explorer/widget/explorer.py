@@ -669,7 +669,10 @@ class Explorer:
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget.root._repr_mimebundle_(**kwargs)
+        bundle = self.widget.root._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):  # front-ends without widgets: say what this is
+            bundle["text/plain"] = repr(self) + " (run the cell in JupyterLab to explore)"
+        return bundle
 
     def default_ignored(self) -> list[str]:
         """The classifier: the last layer of the graph (its outputs are the model's)."""
