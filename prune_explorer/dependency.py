@@ -47,6 +47,17 @@ class DependencyGraph:
         self._param_name: dict[int, str] = {}
         self._executed: list[PruningPlan] = []
 
+    def __deepcopy__(self, memo):
+        """A copy on a copy of the model, traced afresh (a graph refers to tensors by id)."""
+        import copy
+        new = DependencyGraph()
+        new.registry = self.registry
+        if self.model is None:
+            return new
+        return new.build_dependency(copy.deepcopy(self.model, memo),
+                                    copy.deepcopy(self.example_inputs, memo), verbose=False,
+                                    fixed_outputs=getattr(self, "fixed_outputs", "primary"))
+
     # ---- building -----------------------------------------------------------------------------
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,

@@ -288,6 +288,16 @@ class _Recorder:
                         frame.arg_names.append(arg_name)
             for t in iter_tensors(output):
                 frame.produced.append(self.new_value(t, ACTIVATION, producer=frame.node_id))
+        elif not frame.calls:
+            # nothing ran (Dropout in eval, Identity): no node, and not counted as a call
+            calls = self.module_calls.get(frame.module, [])
+            if calls and calls[-1] == frame.node_id:
+                calls.pop()
+                if not calls:
+                    del self.module_calls[frame.module]
+                self.call_counts[frame.module] -= 1
+            self.used_ids.discard(frame.node_id)
+            return None
         self.finish(frame)
         return None
 
