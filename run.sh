@@ -43,9 +43,15 @@ case "${1:-explore}" in
     setup ;;
   explore)
     setup
-    export JUPYTER_CONFIG_DIR="$PWD/.venv/etc/jupyter-config"
+    # start the notebook's kernel without asking, and open it (a browser if there is a screen)
+    mkdir -p "$VENV/share/jupyter/lab/settings"
+    echo '{"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": true}}' \
+      > "$VENV/share/jupyter/lab/settings/overrides.json"
+    browser=--no-browser
+    [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && browser=""
     if [ -f notebooks/explore.ipynb ]; then
-      exec jupyter lab --no-browser --ip=127.0.0.1 --port="${PORT:-8888}" --allow-root \
+      echo "== opening the explorer: run the first cell, then click a layer"
+      exec jupyter lab $browser --ip=127.0.0.1 --port="${PORT:-8888}" --allow-root \
         --ServerApp.root_dir="$PWD" notebooks/explore.ipynb
     else
       exec python -m prune_explorer.cli plan torchvision:resnet18 --layer conv1 --idxs 2,6,9
