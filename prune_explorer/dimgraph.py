@@ -19,7 +19,7 @@ from .graph import ACTIVATION, CONSTANT, INPUT, NODE_INPUT, NODE_OUTPUT, Graph, 
 from .op_rules import RuleContext, rule_for
 
 
-@dataclass
+@dataclass(slots=True)
 class MapRel:
     a: int
     b: int
@@ -28,7 +28,7 @@ class MapRel:
     why: str
 
 
-@dataclass
+@dataclass(slots=True)
 class BlockRel:
     left: list[int]
     right: list[int]
@@ -36,14 +36,14 @@ class BlockRel:
     why: str
 
 
-@dataclass
+@dataclass(slots=True)
 class AbsorbRel:
     v: int
     node: str
     why: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Virtual:
     """A dim that is no tensor's: the groups of a grouped conv, the heads of an opaque
     attention layer. ``attr`` names the module attribute that counts it (``groups``)."""
@@ -164,20 +164,24 @@ class DimGraph:
             elif any(r not in self.handled.get(v, ()) for r in self.readers.get(value.id, ())):
                 fixed[v] = True
         # spread along identities, and across reshapes whose whole other side is fixed
-        changed = True
-        while changed:
-            changed = False
-            for rel in self.rels:
-                if isinstance(rel, MapRel) and (rel.owner is None or _same_kind(rel)):
-                    if fixed[rel.a] != fixed[rel.b]:
-                        fixed[rel.a] = fixed[rel.b] = True
-                        changed = True
+        stack = [v for v in range(n) if fixed[v]]
+        while stack:
+            x = stack.pop()
+            for ri in self.adj[x]:
+                rel = self.rels[ri]
+                if isinstance(rel, MapRel):
+                    if rel.owner is None or _same_kind(rel):
+                        y = rel.b if rel.a == x else rel.a
+                        if not fixed[y]:
+                            fixed[y] = True
+                            stack.append(y)
                 elif isinstance(rel, BlockRel):
                     for side, other in ((rel.left, rel.right), (rel.right, rel.left)):
-                        if all(fixed[x] for x in side) and not all(fixed[x] for x in other):
-                            for x in other:
-                                fixed[x] = True
-                            changed = True
+                        if x in side and all(fixed[z] for z in side):
+                            for z in other:
+                                if not fixed[z]:
+                                    fixed[z] = True
+                                    stack.append(z)
         self.fixed = fixed
 
 

@@ -24,14 +24,14 @@ NODE_OP = "op"  # an op or a parameter-free module (relu, add, flatten, ...)
 NODE_OUTPUT = "output"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """A tensor argument of a recorded call: the id of the value it was."""
 
     value: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Value:
     id: int
     shape: tuple[int, ...]
@@ -45,7 +45,7 @@ class Value:
         return len(self.shape)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One ATen op as it ran: ``op`` is e.g. ``"aten.view.default"``."""
 
@@ -90,7 +90,7 @@ def _refs(obj: Any) -> Iterator[int]:
             yield from _refs(item)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     id: str
     kind: str
@@ -111,7 +111,7 @@ class Node:
         return self.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Graph:
     nodes: dict[str, Node]
     values: dict[int, Value]

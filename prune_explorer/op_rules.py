@@ -39,6 +39,7 @@ class RuleContext:
         self.node = node
         self.call = call
         self.key = call_key
+        self._values = builder.graph.values
 
     # --- arguments -------------------------------------------------------------------------
     def arg(self, i: int, name: str | None = None, default=None):
@@ -49,7 +50,7 @@ class RuleContext:
         return default
 
     def shape(self, ref) -> tuple[int, ...]:
-        return self.b.graph.values[ref.value].shape
+        return self._values[ref.value].shape
 
     def out(self, i: int = 0) -> Ref | None:
         outs = self.call.outputs
@@ -66,13 +67,14 @@ class RuleContext:
 
     # --- relations -------------------------------------------------------------------------
     def v(self, ref: Ref, dim: int) -> int | None:
-        shape = self.shape(ref)
+        shape = self._values[ref.value].shape
         if not shape:
             return None
-        dim = dim % len(shape)
+        dim %= len(shape)
         if shape[dim] <= 1:
             return None
-        return self.b.vertex(ref.value, dim)
+        vid = self.b.vertex_of.get((ref.value, dim))
+        return vid if vid is not None else self.b.vertex(ref.value, dim)
 
     def same(self, a: Ref, da: int, b: Ref, db: int, why: str = "") -> None:
         va, vb = self.v(a, da), self.v(b, db)

@@ -13,6 +13,7 @@ statistics) and the RNG state afterwards, and removes its hooks in ``finally``.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 from contextlib import ExitStack
 from typing import Any, Callable
@@ -337,15 +338,21 @@ class _Recorder:
         seen = frame.seen
 
         def to_ref(x):
+            t = type(x)
+            if t in _PLAIN:
+                return x
             if isinstance(x, torch.Tensor):
                 v = self.value_of(x)
                 if v not in seen:
                     seen.add(v)
                     frame.inputs.append(v)
                 return Ref(v)
+            if t is list or t is tuple:
+                if all(type(i) in _PLAIN for i in x):
+                    return x if t is tuple else list(x)
+                return t(to_ref(i) for i in x)
             if isinstance(x, (list, tuple)):
-                return type(x)(to_ref(i) for i in x) if not _is_namedtuple(x) else tuple(
-                    to_ref(i) for i in x)
+                return tuple(to_ref(i) for i in x)
             if isinstance(x, _META_TYPES):
                 return str(x)
             return x
@@ -393,6 +400,7 @@ class _Recorder:
 
 
 _META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
+_PLAIN = frozenset({int, float, bool, type(None), str})
 _PACKET_NAMES: dict = {}  # OpOverload -> "view"
 _OP_NAMES: dict = {}  # OpOverload -> "aten.view.default"
 
@@ -475,6 +483,11 @@ def _python_ints(obj, depth=0) -> tuple:
     """The int arguments a Python call was given, flattened (view(B, -1, 64) -> (B, -1, 64))."""
     if depth > 6:
         return ()
+    t = type(obj)
+    if t is int or t is TracedInt:
+        return (obj,)
+    if t is bool or t is float or t is str or obj is None or isinstance(obj, torch.Tensor):
+        return ()
     if isinstance(obj, bool):
         return ()
     if isinstance(obj, int):
@@ -539,8 +552,24 @@ def trace(model: nn.Module, example_inputs: Any,
             input_ids.append(v)
             rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
 
-    saved_buffers = [(n, b, b.detach().clone()) for b_id, n in rec.buffer_names.items()
-                     for b in [_buffer_by_name(model, n)] if b is not None]
+    # tracing allocates thousands of small acyclic records, and keeps every activation alive
+    # until the graph is built: the cyclic collector would only scan them, so it waits
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
+                       fixed_outputs)
+    finally:
+        rec.keepalive.clear()  # free the activations before the collector looks at them
+        rec.tensor_ids.clear()
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", input_ids,
+            fixed_outputs) -> Graph:
+    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
     rng = torch.get_rng_state()
     handles = []
     try:
@@ -615,15 +644,8 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
     return out
 
 
-def _buffer_by_name(model: nn.Module, name: str):
-    owner, _, attr = name.rpartition(".")
-    return (model.get_submodule(owner) if owner else model)._buffers.get(attr)
-
-
 def _restore_buffers(model: nn.Module, saved) -> None:
-    for name, obj, data in saved:
-        owner_name, _, attr = name.rpartition(".")
-        owner = model.get_submodule(owner_name) if owner_name else model
+    for owner, attr, obj, data in saved:
         current = owner._buffers.get(attr)
         if current is obj:
             if obj.shape == data.shape:
