@@ -177,7 +177,7 @@ def _by_position(hits, call: Call, pos: int, old: int, changes) -> list:
 
 
 def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
-                      shapes: dict[int, tuple], pruned_of=None
+                      shapes: dict[int, tuple], pruned_of=None, knows_layer=None
                       ) -> tuple[list[tuple[str, str, object, object]], list[str]]:
     """Planned ``(module, attr, old, new)`` updates for the given touched nodes, and the nodes
     whose Python code passed a changing size that no attribute holds (likely to break)."""
@@ -185,6 +185,8 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
     unexplained: list[str] = []
     for nid in nodes:
         node = graph.nodes[nid]
+        if node.module and knows_layer is not None and knows_layer(node.module):
+            continue  # a known layer's sizes are re-derived from its tensors after exec
         for call in node.calls:
             changes = _changed_ints(call, graph, shapes, pruned_of)
             whole = _whole_list_update(model, node, call, changes)
@@ -228,7 +230,9 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     break
                 if not found:
                     found = _config_update(model, node, old, new, updates)
-                if not found and python_call and nid not in unexplained:
+                if not found and nid not in unexplained:
+                    # an int the code passed (or, with no Python call recorded, one we cannot
+                    # place) that no attribute holds: exec must verify the model still runs
                     unexplained.append(nid)
     return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained
 

@@ -40,8 +40,9 @@ class DependencyGraph:
         self.registry = (registry or REGISTRY).child()
         self.model: nn.Module | None = None
         self.example_inputs: Any = None
-        self.graph: Graph | None = None
-        self.dg: DimGraph | None = None
+        self._graph: Graph | None = None
+        self._dg: DimGraph | None = None
+        self._stale = False  # the model changed through exec; re-trace on next use
         self.version = 0
         self._owners: dict[str, list[tuple[str, str]]] = {}
         self._param_name: dict[int, str] = {}
@@ -91,9 +92,23 @@ class DependencyGraph:
         from .couplings import shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
                              shared_size_dims(self.model, graph) + shape_provenance(graph))
-        self.graph, self.dg = graph, dg
+        self._graph, self._dg = graph, dg
+        self._stale = False
         self.version += 1
         self._index_owners()
+
+    @property
+    def graph(self) -> Graph | None:
+        """The traced graph (re-traced first if an executed plan changed the model)."""
+        if self._stale:
+            self._trace()
+        return self._graph
+
+    @property
+    def dg(self) -> DimGraph | None:
+        if self._stale:
+            self._trace()
+        return self._dg
 
     def rebuild(self) -> "DependencyGraph":
         """Re-trace the (possibly pruned) model with the stored example inputs."""
@@ -163,7 +178,7 @@ class DependencyGraph:
 
     # ---- lookups ------------------------------------------------------------------------------
     def _require_built(self) -> None:
-        if self.graph is None:
+        if self._graph is None:
             raise PruningError("call build_dependency(model, example_inputs) first")
 
     def check_fresh(self) -> None:
@@ -307,7 +322,10 @@ class DependencyGraph:
             [int(i) for v in seeds for i in seeds[v]][:100000], groups)
 
     # ---- execution ----------------------------------------------------------------------------
-    def execute(self, plan: PruningPlan, verify: bool = True) -> int:
+    def execute(self, plan: PruningPlan, verify: bool | str = "auto") -> int:
+        """Exec a plan transactionally. ``verify``: re-trace at once to check the model still
+        runs (True), never (False), or when the plan changes Python-level sizes or runs user
+        prune code ("auto"); otherwise the graph is re-traced lazily on next use."""
         from .execution import apply_actions, record_history, Snapshot
         self._require_built()
         if plan.executed:
@@ -317,7 +335,12 @@ class DependencyGraph:
                                   "compute it again with DG.get_pruning_plan(...)")
         if plan.problems:
             raise _as_error(plan.problems[0], plan.root, plan.side, {}, self)
+        if self._stale:  # another plan changed the model since this one was computed
+            raise StaleGraphError("this plan was computed before the model last changed; "
+                                  "compute it again with DG.get_pruning_plan(...)")
         self.check_fresh()
+        if verify == "auto":
+            verify = getattr(plan, "needs_verification", True)
         snap = Snapshot(self.model, plan.actions, self)
         try:
             apply_actions(self.model, plan.actions, self.registry)
@@ -335,7 +358,8 @@ class DependencyGraph:
                 f"executing the plan rooted at {plan.root} failed and the model was restored "
                 f"unchanged: {where}") from exc
         if not verify:
-            self._trace()
+            self.version += 1  # plans of the old graph are stale from now on
+            self._stale = True
         plan.executed = True
         plan._snapshot = snap
         record_history(self.model, plan)

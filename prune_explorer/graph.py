@@ -122,6 +122,7 @@ class Graph:
     uncalled_modules: tuple[str, ...] = ()
     fingerprint: tuple = ()
     primary_outputs: tuple[int, ...] | None = None  # outputs whose shape must be kept
+    shape_reads: frozenset = frozenset()  # (value, dim) whose size the Python code read
 
     @property
     def fixed_outputs(self) -> tuple[int, ...]:

@@ -133,8 +133,12 @@ class PlanBuilder:
             v = dg.vertex_of.get((value, dim))
             return cl.pruned(v) if v is not None else np.zeros(0, dtype=im.INDEX)
 
+        def knows_layer(name: str) -> bool:
+            spec = G.registry.lookup(G.model.get_submodule(name))
+            return spec is not None and not spec.opaque and spec.out_fn is not None
+
         actions.ints, suspects = infer_int_updates(
-            G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of)
+            G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of, knows_layer)
         actions.ints += self._size_attrs(layer_nodes, shapes, actions.ints)
         sync = []
         for tname in cuts:
@@ -153,6 +157,12 @@ class PlanBuilder:
         plan._version = G.version
         plan._closure = cl
         plan.suspect_nodes = suspects
+        # exec re-traces at once (and rolls back on failure) when Python-level sizes are
+        # involved or user code runs; a plan of pure tensor surgery is correct by construction
+        read = graph.shape_reads
+        plan.needs_verification = bool(actions.ints or suspects or actions.opaque) or any(
+            (value, dim) in read for value, shape in new_shapes.items()
+            for dim, n in enumerate(shape) if n != graph.values[value].shape[dim])
         plan.touched_nodes = set(touched_nodes) | layer_nodes
         return plan
 
@@ -168,8 +178,9 @@ class PlanBuilder:
                 continue
             m = G.model.get_submodule(node.module)
             spec = G.registry.lookup(m)
-            if spec is None or spec.size_attrs is None:
-                continue
+            if spec is None or spec.size_attrs is None or any(
+                    t is not None for t in m._parameters.values()):
+                continue  # with tensors to cut, sync_layer re-derives sizes from them
             acts = [v for v in node.inputs if graph.values[v].kind in ("activation", "input")]
             if not acts or acts[0] not in shapes:
                 continue

@@ -217,7 +217,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
             history[-1]["settings"] = {"amount": amount, "strategy": strategy,
                                        "round_to": round_to, "global_pruning": global_pruning,
                                        "head_pruning": head_pruning, "prune_hidden": prune_hidden}
-    report = PruneReport(params_before, count_params(model), macs_before, _macs(DG),
+    macs_after = macs_before - plan.macs_removed if plan is not None else macs_before
+    report = PruneReport(params_before, count_params(model), macs_before, macs_after,
                          results, skipped, plan)
     if verbose:
         print(report)

@@ -199,6 +199,7 @@ class _Recorder:
         self.fn_depth = 0
         self.error_scope: str | None = None
         self.py_ctx: tuple | None = None  # the outermost Python torch call running now
+        self.shape_reads: set[tuple[int, int]] = set()  # (value, dim) sizes the code read
 
     # ---- values -------------------------------------------------------------------------
     def new_value(self, t: torch.Tensor, kind: str, name: str | None = None,
@@ -470,12 +471,16 @@ class _FunctionNamer(TorchFunctionMode):
         vid = self.rec.tensor_ids.get(id(args[0]))
         if vid is None:
             return out
+        reads = self.rec.shape_reads
         if isinstance(out, torch.Size):
+            reads.update((vid, d) for d in range(len(out)))
             return torch.Size(TracedInt(s, (vid, d)) for d, s in enumerate(out))
         if isinstance(out, int) and not isinstance(out, bool):
             dim = 0 if name == "__len__" else (args[1] if len(args) > 1 else (kwargs or {}).get("dim"))
             if isinstance(dim, int):
-                return TracedInt(out, (vid, dim % max(args[0].dim(), 1)))
+                dim %= max(args[0].dim(), 1)
+                reads.add((vid, dim))
+                return TracedInt(out, (vid, dim))
         return out
 
 
@@ -624,6 +629,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         uncalled_modules=uncalled,
         fingerprint=model_fingerprint(model, modules),
         primary_outputs=primary,
+        shape_reads=frozenset(rec.shape_reads),
     )
     return graph
 
