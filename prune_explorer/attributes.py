@@ -229,12 +229,35 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                         updates[key] = (val, newval)
                     break
                 if not found:
+                    found = _child_update(model, node, old, new, updates)
+                if not found:
                     found = _config_update(model, node, old, new, updates)
                 if not found and nid not in unexplained:
                     # an int the code passed (or, with no Python call recorded, one we cannot
                     # place) that no attribute holds: exec must verify the model still runs
                     unexplained.append(nid)
     return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained
+
+
+def _child_update(model, node: Node, old: int, new: int, updates: dict) -> bool:
+    """A helper method of a child module (``self.rel_pos.get_bias()``) runs without a forward
+    hook, so its ops carry the parent's scope: look at the children's attributes, and take a
+    size-like one only when exactly one child holds it."""
+    scope = node.scope
+    try:
+        module = model.get_submodule(scope) if scope else model
+    except AttributeError:
+        return False
+    hits = []
+    for cname, child in module.named_children():
+        for attr, val in vars(child).items():
+            if not attr.startswith("_") and type(val) is int and val == old and \
+                    _HINT.search(attr):
+                hits.append((f"{scope}.{cname}" if scope else cname, attr))
+    if len(hits) == 1:
+        updates.setdefault(hits[0], (old, new))
+        return True
+    return False
 
 
 def _config_update(model, node: Node, old: int, new: int, updates: dict) -> bool:

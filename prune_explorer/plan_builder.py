@@ -45,6 +45,7 @@ class PlanBuilder:
         touched_nodes: list[str] = []
         new_shapes: dict[int, list[int]] = {}
         node_rank: dict[str, int] = {}
+        extra_ints: list = []
         self.owner_step: dict[int, tuple] = {}  # vertex -> key of the step that owns it
 
         def step(key, v, rank, **fields):
@@ -68,7 +69,13 @@ class PlanBuilder:
                     step(skey, v, node_rank[node.id], kind="opaque", module=vi.module)
                     self.owner_step[v] = skey
                 elif vi.attr and vi.module is not None:
-                    counts[(vi.module, vi.attr)] = n
+                    m = G.model.get_submodule(vi.module)
+                    if hasattr(m, vi.attr):
+                        counts[(vi.module, vi.attr)] = n
+                    else:
+                        # a conv called functionally (timm's BlurPool: groups=self.channels,
+                        # or groups=x.shape[1], which follows by itself)
+                        extra_ints.extend(_attr_holding(m, vi.module, dg.size[v], n))
                 continue
             value = graph.values[key[0]]
             shape = new_shapes.setdefault(value.id, list(value.shape))
@@ -140,6 +147,8 @@ class PlanBuilder:
         actions.ints, suspects = infer_int_updates(
             G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of, knows_layer)
         actions.ints += self._size_attrs(layer_nodes, shapes, actions.ints)
+        actions.ints += [u for u in extra_ints if (u[0], u[1]) not in
+                         {(m, a) for m, a, _o, _n in actions.ints}]
         sync = []
         for tname in cuts:
             for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):
@@ -308,6 +317,14 @@ class PlanBuilder:
             tname, d = s["cuts"][0]
             return cuts[tname][d].tolist()
         return cl.pruned(s["anchor"]).tolist()
+
+
+def _attr_holding(m, name: str, old: int, removed: int) -> list:
+    """The one size-like int attribute of ``m`` equal to ``old`` (groups kept elsewhere)."""
+    from .attributes import _HINT
+    hits = [a for a, v in vars(m).items() if not a.startswith("_") and type(v) is int and
+            v == old and _HINT.search(a)]
+    return [(name, hits[0], old, old - removed)] if len(hits) == 1 else []
 
 
 def _classic_fn(spec: LayerSpec | None, m: nn.Module, kind: str) -> str:

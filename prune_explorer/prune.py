@@ -279,7 +279,9 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
                 raise
 
             def inside(nid: str, where_scope: str) -> bool:
-                node = DG.graph.nodes.get(nid)
+                node = DG._graph.nodes.get(nid)
+                if not where_scope:  # the model's own forward: ops written there
+                    return node is not None and node.scope == ""
                 where = [nid] + ([node.scope, node.module or ""] if node else [])
                 return any(w == where_scope or w.startswith(where_scope + ".")
                            for w in where if w)
@@ -289,7 +291,7 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
                 first_failure = False
                 cls = type(DG.model.get_submodule(scope))
                 alike = {n for n in plan.suspect_nodes
-                         if _scope_class(DG, DG.graph.nodes[n].scope) is cls}
+                         if _scope_class(DG, DG._graph.nodes[n].scope) is cls}
                 bad += [a for a in active if a not in bad and a[2] & alike]
             if not bad:
                 raise
