@@ -143,7 +143,10 @@ def _layers(dg: "DependencyGraph", members: list[int]) -> list[str]:
             mod = dg.dg.virtuals[v].module
         else:
             val = dg.graph.values[key[0]]
-            mod = val.name.rpartition(".")[0] if val.kind in (PARAM, BUFFER) else None
+            mod = None
+            if val.kind in (PARAM, BUFFER):
+                # a bare parameter of the model itself (cls_token) is named by itself
+                mod = val.name.rpartition(".")[0] or val.name
         if mod is not None and mod not in out:
             out.append(mod)
     return out

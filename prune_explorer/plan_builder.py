@@ -310,6 +310,13 @@ class PlanBuilder:
     def _display_idxs(self, s, cuts) -> list[int]:
         cl = self.cl
         if s["kind"] == "pass":
+            # in the op's own output space (after a concat, the offset channels)
+            node = self.graph.nodes[s["module"]]
+            for out in node.outputs:
+                for d in range(len(self.graph.values[out].shape)):
+                    v = self.dg.vertex_of.get((out, d))
+                    if v is not None and cl.count(v):
+                        return cl.pruned(v).tolist()
             return cl.pruned(s["anchor"]).tolist()
         if s["kind"] == "opaque":
             return cl.pruned(s["anchor"]).tolist()

@@ -162,7 +162,6 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 "all-channels", _owner_node(dg, v),
                 f"the plan would remove all {dg.size[v]} entries of {label}; prune fewer "
                 f"channels so that every coupled layer keeps at least one", v))
-            continue
         if key[0] == "virtual":
             continue
         value = graph.values[key[0]]

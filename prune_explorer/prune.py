@@ -151,7 +151,9 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
             f"round_to={round_to} is larger than every prunable group (the largest, "
             f"{largest.root}, has {largest.size} channels); use a round_to of at most "
             f"{largest.size}")
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = [
+        (name, "in ignored_layers: its output channels are kept")
+        for name in _ignored_roots(DG, ignored_layers or ())]
     candidates: list[tuple[Group, list[np.ndarray], np.ndarray]] = []
     rng = np.random.default_rng(0)
     score_cache: dict = {}
@@ -223,6 +225,20 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if verbose:
         print(report)
     return report
+
+
+def _ignored_roots(DG: DependencyGraph, ignored) -> list[str]:
+    """The ignored layers that would otherwise root a group (traced, with output channels)."""
+    from .groups import _flatten
+    names = []
+    for item in _flatten(ignored):
+        if not isinstance(item, (nn.Module, str)):
+            continue
+        name = DG.module_name(item)
+        if name in DG.graph.module_nodes and DG.graph.nodes[DG.graph.module_nodes[name][0]].kind \
+                == "layer" and name not in names:
+            names.append(name)
+    return names
 
 
 def _closure_nodes(DG: DependencyGraph, cl) -> set[str]:
