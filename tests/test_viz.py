@@ -262,3 +262,18 @@ def test_write_report_whole_model(r18, tmp_path):
     tbody = text[text.index("<tbody>"):text.index("</tbody>")]
     assert tbody.count("<tr") == len(report.plan.steps)
     json.dumps(report.to_dict())
+
+
+def test_standalone_svg_carries_its_highlight_styles():
+    import xml.etree.ElementTree as ET
+    import torchvision
+    from prune_explorer import Explorer
+    from prune_explorer.viz import standalone_svg
+    ex = Explorer(torchvision.models.resnet18().eval(), torch.randn(1, 3, 32, 32))
+    ex.select("layer1.0.conv1")
+    ex.set_indices([2, 6, 9])
+    svg = standalone_svg(ex.svg)
+    root = ET.fromstring(svg)
+    style = [el for el in root.iter() if el.tag.endswith("style")]
+    assert style and ".pe-root" in style[0].text and ".pe-out" in style[0].text
+    assert 'class="' in svg and "pe-root" in svg

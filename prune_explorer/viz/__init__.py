@@ -8,4 +8,11 @@ use them.
 
 from .dot import GraphView, Layout, ViewState, highlight_svg, render
 
-__all__ = ["GraphView", "Layout", "ViewState", "highlight_svg", "render"]
+
+def standalone_svg(svg: str) -> str:
+    """``svg`` with the highlight styles embedded (see ``report.standalone_svg``)."""
+    from .report import standalone_svg as _standalone
+    return _standalone(svg)
+
+
+__all__ = ["GraphView", "Layout", "ViewState", "highlight_svg", "render", "standalone_svg"]

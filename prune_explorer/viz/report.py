@@ -27,6 +27,17 @@ def css() -> str:
     return (_HERE / "highlight.css").read_text()
 
 
+def standalone_svg(svg: str) -> str:
+    """An SVG that shows its highlights on its own (the ``pe-*`` styles embedded), for a file,
+    a notebook output or a slide: ``open("plan.svg", "w").write(standalone_svg(ex.svg))``."""
+    import re
+    m = re.search(r"<svg\b[^>]*>", svg)
+    if not m:
+        return svg
+    style = f"<style>{css()}</style>"
+    return svg[:m.end()] + style + svg[m.end():]
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
