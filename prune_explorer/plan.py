@@ -102,9 +102,11 @@ class PruningPlan:
     def plan(self) -> list[tuple[Step, list[int]]]:
         return [(s, s.idxs) for s in self.steps]
 
-    def exec(self, dry_run: bool = False, verify: bool = True) -> int:
+    def exec(self, dry_run: bool = False, verify: bool | str = "auto") -> int:
         """Prune the model. Returns the number of parameters removed. On any failure the model
-        is restored exactly and ``PlanExecutionError`` is raised."""
+        is restored exactly and ``PlanExecutionError`` is raised. ``verify="auto"`` re-traces
+        the model at once only when the plan changes sizes the Python code uses; pure tensor
+        surgery is checked lazily, when the graph is next used."""
         if dry_run:
             return self.params_removed
         return self._dg.execute(self, verify=verify)

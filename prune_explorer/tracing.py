@@ -444,7 +444,8 @@ class _FunctionNamer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in ("__get__", "size", "__len__") and args and isinstance(args[0], torch.Tensor):
+        if name in ("__get__", "size", "__len__", "numel") and args and isinstance(
+                args[0], torch.Tensor):
             return self._traced_shape(func, name, args, kwargs)
         rec = self.rec
         outer = rec.py_ctx is None  # calls nested inside another torch call are its internals
@@ -475,6 +476,9 @@ class _FunctionNamer(TorchFunctionMode):
         if isinstance(out, torch.Size):
             reads.update((vid, d) for d in range(len(out)))
             return torch.Size(TracedInt(s, (vid, d)) for d, s in enumerate(out))
+        if name == "numel":
+            reads.update((vid, d) for d in range(args[0].dim()))
+            return out
         if isinstance(out, int) and not isinstance(out, bool):
             dim = 0 if name == "__len__" else (args[1] if len(args) > 1 else (kwargs or {}).get("dim"))
             if isinstance(dim, int):
