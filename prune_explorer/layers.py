@@ -56,22 +56,31 @@ class LayerRegistry:
         self._table: dict[type, LayerSpec] = {}
         self._by_name: dict[str, LayerSpec] = {}
         self.parent = parent
+        self._memo: dict[type, tuple] = {}  # type -> (spec, owner class), cleared on register
 
     def child(self) -> "LayerRegistry":
         return LayerRegistry(self)
 
     def register(self, layer_type: type | str, spec: LayerSpec) -> None:
+        self._memo.clear()
         if isinstance(layer_type, str):
             self._by_name[layer_type] = spec
         else:
             self._table[layer_type] = spec
 
     def _find(self, module: nn.Module) -> tuple[LayerSpec | None, type | None]:
-        for cls in type(module).__mro__:
+        t = type(module)
+        hit = self._memo.get(t)
+        if hit is None:
+            hit = self._memo[t] = self._walk(t)
+        return hit
+
+    def _walk(self, t: type) -> tuple[LayerSpec | None, type | None]:
+        for cls in t.__mro__:
             spec = self._table.get(cls) or self._by_name.get(cls.__name__)
             if spec is not None:
                 return spec, cls
-        return self.parent._find(module) if self.parent is not None else (None, None)
+        return self.parent._walk(t) if self.parent is not None else (None, None)
 
     def lookup(self, module: nn.Module) -> LayerSpec | None:
         return self._find(module)[0]

@@ -106,7 +106,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 head_pruning: str = "heads", prune_hidden: bool = True,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
                 verbose: bool = False, DG: DependencyGraph | None = None,
-                dry_run: bool = False) -> PruneReport:
+                dry_run: bool = False, seed: int = 0) -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -123,7 +123,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     Returns a ``PruneReport`` (params and MACs before/after, what each group lost, and the
     groups that were skipped and why). The model still runs and keeps its output shape.
     ``dry_run=True`` changes nothing: the report's ``plan`` is the combined plan, unexecuted,
-    and ``params_after``/``macs_after`` are its predictions.
+    and ``params_after``/``macs_after`` are its predictions. ``seed`` drives
+    ``strategy="random"``.
     """
     amount = _check_amount(amount)
     if strategy not in STRATEGY_NAMES:
@@ -155,7 +156,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         (name, "in ignored_layers: its output channels are kept")
         for name in _ignored_roots(DG, ignored_layers or ())]
     candidates: list[tuple[Group, list[np.ndarray], np.ndarray]] = []
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     score_cache: dict = {}
     for g in groups:
         if not g.prunable:

@@ -96,3 +96,23 @@ def test_report_lists_groups_and_skipped_reasons():
     assert d["params_after"] == tp.utils.count_params(model)
     history = tp.history_of(model)
     assert history[-1]["kind"] == "prune_model" and history[-1]["settings"]["amount"] == 0.5
+
+
+def test_groups_valid_alone_but_not_together_are_dropped_before_exec():
+    """ShuffleNet's shuffles and chunks chain groups: each selection is valid alone, their
+    union once widened to every channel of a layer. The combined plan drops one and runs."""
+    torch.manual_seed(0)
+    model = torchvision.models.shufflenet_v2_x0_5().eval()
+    x = torch.randn(1, 3, 64, 64)
+    report = tp.prune_model(model, x, amount=0.5, ignored_layers=[model.fc])
+    assert model(x).shape == (1, 1000)
+    assert report.params_after < 0.7 * report.params_before
+
+
+def test_random_strategy_follows_the_seed():
+    def pruned(seed):
+        model = small_resnet()
+        report = tp.prune_model(model, X, amount=0.5, strategy="random", seed=seed,
+                                ignored_layers=[model.fc])
+        return [tuple(g.idxs) for g in report.groups]
+    assert pruned(1) == pruned(1) and pruned(1) != pruned(2)
