@@ -758,8 +758,10 @@ for root, why in report.skipped:
     g = frozen.get(root)
     layers = g.layers if g else [root]
     print(f"skipped {root}: {why}\\n  -> {len(layers)} layers keep these channels: {layers}\\n")
-assert {r for r, _ in report.skipped} == {"layer4.0.conv3", "fc"}"""),
-    md("""- **`layer4.0.conv3`**: ignoring a single layer, `layer4.2.conv3`, froze the whole
+assert {r for r, _ in report.skipped} == {"layer4.2.conv3", "layer4.0.conv3", "fc"}"""),
+    md("""- **`layer4.2.conv3`**: the layer we asked to keep. `prune_model` lists it too, so the
+  report accounts for every group it did not touch, whether by request or by necessity.
+- **`layer4.0.conv3`**: ignoring a single layer, `layer4.2.conv3`, froze the whole
   stage-4 residual stream. Its output channels are added to the outputs of `layer4.0.conv3`,
   `layer4.0.downsample.0`, `layer4.1.conv3` and read by every block of the stage
   (notebook 01, §4): keeping them in one layer keeps them in all. That is the right call if the
@@ -770,8 +772,8 @@ assert {r for r, _ in report.skipped} == {"layer4.0.conv3", "fc"}"""),
   make that explicit, or `allow_output_change=True` at plan level if you really want fewer
   classes). Its *inputs* are still pruned with the stage-4 stream... which is frozen here, so
   `fc` is untouched.
-- Groups whose **root** is ignored don't appear in `report.skipped` at all (they are not
-  candidates); compare `DG.groups()` with `DG.groups(ignored_layers=...)` to see them."""),
+- Compare `DG.groups()` with `DG.groups(ignored_layers=...)` to see how far one ignored layer
+  reaches: the frozen group above lists every layer that keeps its channels because of it."""),
 
     md("""## 5 · The three kinds of groups
 
