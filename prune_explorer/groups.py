@@ -259,18 +259,29 @@ ScoreFn = Callable[[str, torch.Tensor, int, nn.Module], np.ndarray | None]
 def slice_scores(kind: str) -> ScoreFn:
     """Per-index score of a tensor along a dim, for one strategy."""
 
-    def norm(t, dim, p):
-        other = tuple(d for d in range(t.dim()) if d != dim)
+    def dim_sum(a, dim):
+        # two contiguous reductions (leading dims first, then each channel's block) are
+        # 3-7x faster than one reduction over the non-contiguous dims (a conv's input side)
+        c = a.shape[dim]
+        if dim == 0 or a.dim() == 1:
+            return a.reshape(c, -1).sum(1)
+        before = 1
+        for d in a.shape[:dim]:
+            before *= d
+        return a.reshape(before, -1).sum(0).reshape(c, -1).sum(1)
+
+    def powered_norm(t, dim, p):
+        """sum |t|^p over every dim but ``dim``: L1 for p=1, squared L2 for p=2."""
         with torch.no_grad():
-            s = torch.linalg.vector_norm(t.detach().float(), ord=p, dim=other) if other else \
-                t.detach().float().abs()
-        return s.numpy()
+            a = t.detach().float()
+            a = a.abs() if p == 1 else a * a
+            return dim_sum(a, dim).numpy()
 
     def l1(name, t, dim, module):
-        return norm(t, dim, 1)
+        return powered_norm(t, dim, 1)
 
     def l2(name, t, dim, module):
-        return norm(t, dim, 2) ** 2
+        return powered_norm(t, dim, 2)
 
     def bn_scale(name, t, dim, module):
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) \

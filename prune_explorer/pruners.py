@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,9 +65,10 @@ def validate_indices(idxs: Iterable, size: int, where: str) -> list[int]:
 
 
 def keep_index(size: int, idxs: Sequence[int], device=None) -> torch.Tensor:
-    drop = set(int(i) for i in idxs)
-    return torch.tensor([i for i in range(size) if i not in drop], dtype=torch.long,
-                        device=device)
+    """The indices of ``range(size)`` not in ``idxs`` (validated beforehand), ascending."""
+    mask = np.ones(size, dtype=bool)
+    mask[np.asarray(idxs, dtype=np.int64)] = False
+    return torch.from_numpy(np.flatnonzero(mask)).to(device=device)
 
 
 def prune_tensor(t: torch.Tensor, dim: int, idxs: Sequence[int]) -> None:
