@@ -11,6 +11,7 @@ ours <= 2x a forward with grad.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -76,6 +77,7 @@ def main(argv=None):
         ts = {k: [] for k in fns}
         for _ in range(args.repeats):
             for k, f in fns.items():
+                gc.collect()  # nobody pays for the garbage cycles of the one timed before
                 t0 = time.perf_counter()
                 f()
                 ts[k].append(time.perf_counter() - t0)

@@ -74,11 +74,30 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
 
 
 
+# ops that make a dim of a size the code passes: the size argument's position, per packet
+_SIZED = {"expand": 1, "repeat": 1, "new_zeros": 1, "new_ones": 1, "new_empty": 1,
+          "new_full": 1, "zeros": 0, "ones": 0, "empty": 0, "full": 0, "randn": 0, "rand": 0}
+
+
+def _sized_calls(node):
+    """``x.expand(B, N, C)``, ``ids.repeat(1, 1, C)``, ``torch.zeros(B, N, C)``: calls whose
+    Python ints give the output's sizes (for repeat: the sizes of dims that were 1)."""
+    for call in node.calls:
+        pos = _SIZED.get(call.packet)
+        if pos is None or len(call.args) <= pos or not call.outputs or \
+                call.py_fn != call.packet:
+            continue
+        target = call.args[pos]
+        if isinstance(target, (list, tuple)) and len(target) == len(call.py_ints):
+            yield call, list(target)
+
+
 def shape_provenance(graph: Graph) -> list[tuple]:
-    """Reshape target dims whose size the code read from another tensor's dim."""
+    """Target dims of reshapes (and of expand / repeat / factories) whose size the code read
+    from another tensor's dim: they follow that dim when it is pruned."""
     found = []
     for node in graph.nodes.values():
-        for call, target in _reshape_calls(node):
+        for call, target in list(_reshape_calls(node)) + list(_sized_calls(node)):
             if not any(call.int_sources):
                 continue
             out = call.outputs[0]

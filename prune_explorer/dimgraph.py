@@ -359,6 +359,10 @@ def _add_coupling(dg: DimGraph, coupling: tuple, comp: list[int]) -> None:
     if coupling[0] == "map":
         dims = coupling[1]
         verts = [dg.vertex(v, d) for v, d in dims]
+        if coupling[-1] == "unless-related" and dg.size[verts[0]] == dg.size[verts[-1]]:
+            # a dim the code sized from a size it read at run time (expand / repeat / zeros
+            # of x.shape[-1]) follows that size: it is not a fixed constant
+            dg.cover.setdefault(verts[-1], True)
         if known(verts):
             return
         node = graph.values[dims[-1][0]].producer or ""

@@ -544,6 +544,85 @@ def _index(ctx: RuleContext) -> None:
         ctx.same(src, i, dst, out_pos[i], "index")
 
 
+@rule("gather")
+def _gather(ctx: RuleContext) -> None:
+    """out[i][j][k] = src[index[i][j][k]][j][k] (dim 0): every other dim passes through, in
+    both the source and the index (MAE's token shuffle keeps the hidden size prunable)."""
+    src, index, dst = ctx.arg(0), ctx.arg(2, "index"), ctx.out(0)
+    n = len(ctx.shape(src))
+    dim = ctx.arg(1, "dim") % n
+    for i in range(n):
+        if i != dim:
+            ctx.same(src, i, dst, i, "gather")
+            if isinstance(index, Ref):
+                ctx.same(index, i, dst, i, "gather index")
+
+
+@rule("scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce",
+      "scatter_reduce_")
+def _scatter(ctx: RuleContext) -> None:
+    dst_in, index, dst = ctx.arg(0), ctx.arg(2, "index"), ctx.out(0)
+    src = ctx.arg(3, "src")
+    n = len(ctx.shape(dst_in))
+    dim = ctx.arg(1, "dim") % n
+    for i in range(n):
+        if i != dim:
+            ctx.same(dst_in, i, dst, i, "scatter")
+            for r in (index, src):
+                if isinstance(r, Ref) and len(ctx.shape(r)) == n:
+                    ctx.same(r, i, dst, i, "scatter source")
+
+
+@rule("index_add", "index_add_", "index_copy", "index_copy_", "index_reduce", "index_reduce_")
+def _index_add(ctx: RuleContext) -> None:
+    """self.index_add_(dim, index, source): rows of ``source`` land in rows of ``self``;
+    every other dim (a MoE layer's hidden size) is shared by self, source and the result."""
+    base, source, dst = ctx.arg(0), ctx.arg(3, "source"), ctx.out(0)
+    n = len(ctx.shape(base))
+    dim = ctx.arg(1, "dim") % n
+    for i in range(n):
+        if i != dim:
+            ctx.same(base, i, dst, i, "index_add")
+            if isinstance(source, Ref) and len(ctx.shape(source)) == n:
+                ctx.same(source, i, dst, i, "index_add source")
+
+
+@rule("_grouped_mm")
+def _grouped_mm(ctx: RuleContext) -> None:
+    """One matmul per group (a MoE layer's experts): a [T, K] x b [E, K, N] -> [T, N] with
+    row offsets, or a [E, M, K] x b [E, K, N] -> [E, M, N]."""
+    a, b, out = ctx.arg(0), ctx.arg(1), ctx.out(0)
+    ra, rb, ro = len(ctx.shape(a)), len(ctx.shape(b)), len(ctx.shape(out))
+    ctx.same(a, -1, b, -2, "contracted in a grouped matmul")
+    ctx.same(b, -1, out, -1, "grouped matmul columns")
+    if ra == 2 and rb == 3 and ro == 2:
+        ctx.same(a, 0, out, 0, "grouped matmul rows")
+    elif ra == 3 and rb == 3 and ro == 3:
+        ctx.same(a, 0, b, 0, "grouped matmul groups")
+        ctx.same(a, 0, out, 0, "grouped matmul groups")
+        ctx.same(a, 1, out, 1, "grouped matmul rows")
+    bias = ctx.arg(3, "bias")
+    if isinstance(bias, Ref) and len(ctx.shape(bias)) >= 1:
+        ctx.same(bias, -1, out, -1, "grouped matmul bias")
+
+
+@rule("_weight_norm_interface", "_weight_norm")
+def _weight_norm(ctx: RuleContext) -> None:
+    """w = g * v / ||v|| (norm over every dim but ``dim``): w keeps v's dims; g and the norms
+    live along ``dim``. Cutting v along another dim changes the norm, exactly as zeroing
+    those slices would (wav2vec2's positional conv)."""
+    v, g, w = ctx.arg(0), ctx.arg(1), ctx.out(0)
+    n = len(ctx.shape(v))
+    dim = ctx.arg(2, "dim", 0) % n
+    for i in range(n):
+        ctx.same(v, i, w, i, "weight norm direction")
+    if isinstance(g, Ref):
+        ctx.same(g, dim, w, dim, "weight norm magnitude")
+    norms = ctx.out(1)
+    if norms is not None:
+        ctx.same(norms, dim, w, dim, "weight norm")
+
+
 @rule("view_as_complex")
 def _view_as_complex(ctx: RuleContext) -> None:
     src, dst = ctx.arg(0), ctx.out(0)

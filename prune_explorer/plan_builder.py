@@ -68,14 +68,17 @@ class PlanBuilder:
                     skey = ("opaque", vi.module)
                     step(skey, v, node_rank[node.id], kind="opaque", module=vi.module)
                     self.owner_step[v] = skey
-                elif vi.attr and vi.module is not None:
-                    m = G.model.get_submodule(vi.module)
-                    if hasattr(m, vi.attr):
-                        counts[(vi.module, vi.attr)] = n
+                elif vi.attr and (vi.module or node.scope):
+                    # a layer's own attribute; for a call inside a non-leaf module (a conv
+                    # under a weight-norm parametrization) the attribute of that module
+                    owner = vi.module if vi.module is not None else node.scope
+                    m = G.model.get_submodule(owner)
+                    if getattr(m, vi.attr, None) == dg.size[v]:
+                        counts[(owner, vi.attr)] = n
                     else:
                         # a conv called functionally (timm's BlurPool: groups=self.channels,
                         # or groups=x.shape[1], which follows by itself)
-                        extra_ints.extend(_attr_holding(m, vi.module, dg.size[v], n))
+                        extra_ints.extend(_attr_holding(m, owner, dg.size[v], n))
                 continue
             value = graph.values[key[0]]
             shape = new_shapes.setdefault(value.id, list(value.shape))

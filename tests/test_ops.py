@@ -314,3 +314,102 @@ def test_shared_module_called_twice():
     targets = {s.target: s.kind for s in plan.layer_steps}
     assert set(targets) == {"stem", "shared", "head"}
     assert model.shared.weight.shape == (5, 5, 3, 3)
+
+
+class TokenShuffle(nn.Module):
+    """MAE-style masking: keep tokens chosen by an index expanded over the hidden size, with
+    the expansion sized from ``x.shape`` at run time."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.embed(x)                                   # [B, N, C]
+        b, n, c = h.shape
+        keep = torch.arange(n - 1, -1, -2).expand(b, -1)    # [B, N/2]
+        h = torch.gather(h, 1, keep.unsqueeze(-1).repeat(1, 1, c))
+        pad = h.new_zeros(b, 1, c)                          # sized from the pruned width
+        return self.head(torch.cat([pad, h], 1))
+
+
+def test_gather_with_an_index_sized_from_the_hidden_width():
+    model = TokenShuffle()
+    plan = run(model, torch.randn(2, 8, 6), model.embed, [1, 4, 7])
+    assert {s.target for s in plan.layer_steps} == {"embed", "head"}
+    assert model.head.in_features == 13
+
+
+class ExpertMix(nn.Module):
+    """A mixture of experts: tokens routed by index, each expert's result added back with
+    index_add_ (the hidden size passes through both)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(5, 12)
+        self.experts = nn.ModuleList(nn.Linear(12, 12) for _ in range(2))
+        self.out = nn.Linear(12, 4)
+
+    def forward(self, x):
+        h = self.inp(x)                                      # [T, C]
+        acc = torch.zeros_like(h)
+        for e, idx in zip(self.experts, (torch.tensor([0, 2, 3]), torch.tensor([1, 3]))):
+            acc.index_add_(0, idx, e(h[idx]))
+        return self.out(acc + h)
+
+
+def test_index_add_couples_the_routed_hidden_size():
+    model = ExpertMix()
+    plan = run(model, torch.randn(4, 5), model.inp, [0, 5, 11])
+    assert {s.target for s in plan.layer_steps} >= {"inp", "experts.0", "experts.1", "out"}
+
+
+class WeightNormPosConv(nn.Module):
+    """wav2vec2's positional conv: a weight-normed grouped conv (norm over dim 2) whose
+    output is added back to its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 16)
+        conv = nn.Conv1d(16, 16, 5, padding=2, groups=4)
+        self.pos = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.proj(x)                                     # [B, T, C]
+        p = self.pos(h.transpose(1, 2)).transpose(1, 2)
+        return self.head(h + F.gelu(p))
+
+
+def test_weight_normed_grouped_conv_in_a_residual():
+    model = WeightNormPosConv()
+    plan = run(model, torch.randn(2, 7, 3), model.proj, [1, 6])
+    # a residual through a grouped conv: pruned evenly, the same slot in every group
+    assert model.pos.out_channels == model.pos.in_channels == model.proj.out_features
+    assert model.proj.out_features % 4 == 0 and model.proj.out_features < 16
+    assert plan.params_removed > 0
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="no torch._grouped_mm")
+def test_grouped_matmul_of_fused_experts():
+    class Fused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(4, 8)
+            self.w = nn.Parameter(torch.randn(2, 8, 8) * 0.1)  # [experts, C, N]
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):                                # x: [T, 4], rows split 3 / 5
+            h = self.inp(x)
+            y = torch._grouped_mm(h, self.w, offs=torch.tensor([3, 8], dtype=torch.int32))
+            return self.out(y)
+
+    model = Fused()
+    try:
+        model(torch.randn(8, 4))
+    except RuntimeError as e:  # CPU kernels arrived late: nothing to test without one
+        pytest.skip(f"torch._grouped_mm does not run here: {e}")
+    # its kernel wants rows of a multiple of 16 bytes: prune 4 of 8 float32 channels
+    run(model, torch.randn(8, 4), model.inp, [0, 2, 5, 7])
+    assert model.w.shape == (2, 4, 8)
