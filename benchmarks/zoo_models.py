@@ -174,6 +174,9 @@ def _hf_specs(use_cache: bool):
         "qwen2-gqa": lambda: (T.Qwen2ForCausalLM(T.Qwen2Config(
             **_small(num_key_value_heads=2), **c)), _tokens()),
         "phi": lambda: (T.PhiForCausalLM(T.PhiConfig(**_small(), **c)), _tokens()),
+        "mixtral-moe": lambda: (T.MixtralForCausalLM(T.MixtralConfig(
+            **_small(num_key_value_heads=2), num_local_experts=4, num_experts_per_tok=2,
+            **c)), _tokens()),
         # encoder-decoders
         "t5": lambda: (T.T5ForConditionalGeneration(T.T5Config(
             vocab_size=VOCAB, d_model=128, d_kv=32, d_ff=256, num_layers=2,
@@ -192,6 +195,12 @@ def _hf_specs(use_cache: bool):
             vocab_size=VOCAB, d_model=128, encoder_layers=2, decoder_layers=2,
             encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=256,
             decoder_ffn_dim=256, max_position_embeddings=128, **c)), _tokens(enc_dec=True)),
+        # speech
+        "wav2vec2": lambda: (T.Wav2Vec2ForSequenceClassification(T.Wav2Vec2Config(
+            hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+            conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_labels=10)),
+            {"input_values": torch.randn(1, 4000)}),
         # vision
         "vit": lambda: (T.ViTForImageClassification(T.ViTConfig(**vit)), _pixels(64)),
         "deit": lambda: (T.DeiTForImageClassification(T.DeiTConfig(**vit)), _pixels(64)),
