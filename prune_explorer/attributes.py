@@ -183,6 +183,7 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
     whose Python code passed a changing size that no attribute holds (likely to break)."""
     updates: dict[tuple[str, str], tuple[object, object]] = {}
     unexplained: list[str] = []
+    pending: list[tuple] = []
     for nid in nodes:
         node = graph.nodes[nid]
         if node.module and knows_layer is not None and knows_layer(node.module):
@@ -230,12 +231,16 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     break
                 if not found:
                     found = _child_update(model, node, old, new, updates)
-                if not found:
-                    found = _config_update(model, node, old, new, updates)
-                if not found and nid not in unexplained:
-                    # an int the code passed (or, with no Python call recorded, one we cannot
-                    # place) that no attribute holds: exec must verify the model still runs
-                    unexplained.append(nid)
+                if not found:  # after every direct update: it may explain this one
+                    pending.append((nid, node, call, old, new))
+    for nid, node, call, old, new in pending:
+        found = _derived_update(model, graph, node, call, old, new, updates)
+        if not found:
+            found = _config_update(model, node, old, new, updates)
+        if not found and nid not in unexplained:
+            # an int the code passed (or, with no Python call recorded, one we cannot
+            # place) that no attribute holds: exec must verify the model still runs
+            unexplained.append(nid)
     return [(m, a, o, n) for (m, a), (o, n) in updates.items()], unexplained
 
 
@@ -258,6 +263,60 @@ def _child_update(model, node: Node, old: int, new: int, updates: dict) -> bool:
         updates.setdefault(hits[0], (old, new))
         return True
     return False
+
+
+_INPUT_SIDE = re.compile(r"(^|_)in(_|put|$)|^dim_in|inp", re.I)
+
+
+def _derived_update(model, graph: Graph, node: Node, call: Call, old: int, new: int,
+                    updates: dict) -> bool:
+    """A size the code computes from two attributes: ``self.in_channels // self.num_paths``
+    (timm's SelectiveKernel split) or ``self.dim * self.num_heads``. The count stays, the
+    size-like attribute is updated; taken only when one pair explains ``old`` (or, when the
+    op reads the module's input, one input-side name such as ``in_channels``)."""
+    for scope in _scope_chain(node):
+        try:
+            module = model.get_submodule(scope) if scope else model
+        except AttributeError:
+            continue
+        ints = [(a, v) for a, v in vars(module).items()
+                if not a.startswith("_") and type(v) is int and v > 1]
+        counts = [(a, v) for a, v in ints if _COUNT.search(a)]
+        sizes = [(a, v) for a, v in ints if _HINT.search(a) and not _COUNT.search(a)]
+        def now(attr, val):  # the value after the updates planned so far
+            planned = updates.get((scope, attr))
+            return planned[1] if planned is not None and type(planned[1]) is int else val
+
+        hits = []
+        for sa, sv in sizes:
+            for ca, cv in counts:
+                if sv % cv == 0 and sv // cv == old:
+                    if now(sa, sv) // now(ca, cv) == new:
+                        return True  # already consistent (the count itself changed)
+                    hits.append(((scope, sa), sv, new * now(ca, cv)))
+                elif sv * cv == old:
+                    if now(sa, sv) * now(ca, cv) == new:
+                        return True  # heads * head_dim after a head or slot update
+                    if new % now(ca, cv) == 0:
+                        hits.append(((scope, sa), sv, new // now(ca, cv)))
+        if len(hits) > 1 and _reads_module_input(graph, call, scope):
+            hits = [h for h in hits if _INPUT_SIDE.search(h[0][1])]
+        if len(hits) == 1:
+            key, sv, nv = hits[0]
+            updates.setdefault(key, (sv, nv))
+            return True
+        if hits:
+            return False
+    return False
+
+
+def _reads_module_input(graph: Graph, call: Call, scope: str) -> bool:
+    """Is the call's tensor argument made outside ``scope`` (the module's input)?"""
+    src = call.args[0] if call.args else None
+    if not isinstance(src, Ref) or not scope:
+        return False
+    producer = graph.values[src.value].producer or ""
+    return producer != scope and not producer.startswith(scope + ".")
 
 
 def _config_update(model, node: Node, old: int, new: int, updates: dict) -> bool:

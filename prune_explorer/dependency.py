@@ -342,17 +342,17 @@ class DependencyGraph:
         if verify == "auto":
             verify = getattr(plan, "needs_verification", True)
         snap = Snapshot(self.model, plan.actions, self)
+        traced = (self._graph, self._dg, self.version, self._param_name, self._owners)
         try:
             apply_actions(self.model, plan.actions, self.registry)
             if verify:
                 self._trace()
         except Exception as exc:
             snap.restore()
-            if verify:
-                try:
-                    self._trace()
-                except Exception:  # pragma: no cover - restored model should trace
-                    pass
+            # the model is bit-identical to the one traced before: keep that graph, so plans
+            # and groups computed on it (prune_model's retries) stay valid
+            self._graph, self._dg, self.version, self._param_name, self._owners = traced
+            self._stale = False
             where = exc.args[0] if isinstance(exc, TracingError) and exc.args else repr(exc)
             raise PlanExecutionError(
                 f"executing the plan rooted at {plan.root} failed and the model was restored "

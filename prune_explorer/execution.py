@@ -14,6 +14,7 @@ from torch import nn
 
 from .plan import Actions, PruningPlan
 from .pruners import prune_tensor, sync_layer
+from .tracing import cache_dicts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dependency import DependencyGraph
@@ -109,6 +110,8 @@ def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry")
         setattr(obj, name, new)
     for mname in actions.sync:
         sync_layer(_module(model, mname))
+    for cache in cache_dicts(model):  # cached tensors have the old shapes
+        cache.clear()
 
 
 def record_history(model: nn.Module, plan: PruningPlan, kind: str = "plan") -> None:

@@ -579,6 +579,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             fixed_outputs) -> Graph:
     saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
                      for attr, b in m._buffers.items() if b is not None]
+    saved_caches = _python_state(modules)
     rng = torch.get_rng_state()
     handles = []
     try:
@@ -603,6 +604,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             h.remove()
         torch.set_rng_state(rng)
         _restore_buffers(model, saved_buffers)
+        _restore_python_state(saved_caches)
 
     out_ids = []
     for t in iter_tensors(output):
@@ -652,6 +654,54 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
         ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
+
+
+def cache_dicts(model_or_modules) -> list[dict]:
+    """Dict attributes named like a cache (TinyViT's ``attention_bias_cache``, filled by the
+    first eval forward with tensors derived from parameters). Tracing empties them, so it
+    records how their tensors are computed; exec empties them, so a pruned model never
+    reuses a tensor of the old shape."""
+    modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
+        else model_or_modules
+    return [val for _name, m in modules for attr, val in vars(m).items()
+            if isinstance(val, dict) and val and "cache" in attr.lower()]
+
+
+def _python_state(modules) -> list:
+    """Tensor-valued Python attributes and dicts of modules (a bias cache, ``self.last_attn
+    = attn``): tracing leaves them as it found them. Caches are emptied while it runs."""
+    saved = []
+    attrs_before = []
+    for _name, m in modules:
+        attrs_before.append((m, set(vars(m))))
+        for attr, val in vars(m).items():
+            if attr.startswith("_") and "cache" not in attr.lower():
+                continue
+            if isinstance(val, dict):
+                saved.append((m, attr, val, dict(val)))
+            elif isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter):
+                saved.append((m, attr, val, None))
+    for cache in cache_dicts(modules):
+        cache.clear()
+    return saved, attrs_before
+
+
+def _restore_python_state(state) -> None:
+    saved, attrs_before = state
+    for m, attr, obj, content in saved:
+        current = m.__dict__.get(attr)
+        if current is not obj:
+            m.__dict__[attr] = obj
+        if content is not None and (obj.keys() != content.keys() or any(
+                obj[k] is not content[k] for k in content)):
+            obj.clear()
+            obj.update(content)
+    for m, before in attrs_before:  # tensors a forward stored on a module for the first time
+        for attr in [a for a in vars(m) if a not in before]:
+            val = m.__dict__[attr]
+            if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or (
+                    isinstance(val, dict) and "cache" in attr.lower()):
+                del m.__dict__[attr]
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:

@@ -413,3 +413,26 @@ def test_grouped_matmul_of_fused_experts():
     # its kernel wants rows of a multiple of 16 bytes: prune 4 of 8 float32 channels
     run(model, torch.randn(8, 4), model.inp, [0, 2, 5, 7])
     assert model.w.shape == (2, 4, 8)
+
+
+class SplitPaths(nn.Module):
+    """timm's SelectiveKernel: the input is split across paths by a size the code computes
+    from two attributes (``self.in_channels // self.num_paths``)."""
+
+    def __init__(self, c=8, paths=2):
+        super().__init__()
+        self.in_channels, self.out_channels, self.num_paths = c, c, paths
+        self.paths = nn.ModuleList(nn.Conv2d(c // paths, c, 3, padding=1) for _ in range(paths))
+
+    def forward(self, x):
+        xs = torch.split(x, self.in_channels // self.num_paths, 1)
+        return sum(p(xi) for p, xi in zip(self.paths, xs))
+
+
+def test_split_size_derived_from_two_attributes_is_updated():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), SplitPaths(), nn.Conv2d(8, 2, 1))
+    plan = run(model, torch.randn(1, 3, 5, 5), model[0], [0, 5])  # one from each half
+    kept = model[0].out_channels
+    assert kept < 8 and kept % 2 == 0  # the split keeps equal pieces
+    assert ("1", "in_channels", 8, kept) in [tuple(u) for u in plan.actions.ints]
+    assert model[1].in_channels == kept and model[1].out_channels == 8  # output side kept

@@ -162,3 +162,73 @@ def test_tracing_leaves_no_hooks_or_modes_behind():
     assert not model[0]._forward_hooks and not model[0]._forward_pre_hooks
     from torch.overrides import _get_current_function_mode_stack
     assert not _get_current_function_mode_stack()
+
+
+class CachedBiasAttention(nn.Module):
+    """TinyViT / LeViT style: in eval mode the per-head attention bias is computed once and
+    kept in a plain dict. A trace must see how it is computed (so heads stay prunable), and a
+    pruned model must not reuse the cached tensor of the old head count."""
+
+    def __init__(self, dim=8, heads=4, tokens=5):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, 4
+        self.qkv = nn.Linear(dim, 3 * heads * 4)
+        self.attention_biases = nn.Parameter(torch.randn(heads, tokens))
+        self.attention_bias_cache = {}
+        self.proj = nn.Linear(heads * 4, dim)
+
+    def bias(self):
+        if self.training:
+            return self.attention_biases[:, :, None]
+        if "cpu" not in self.attention_bias_cache:
+            self.attention_bias_cache["cpu"] = self.attention_biases[:, :, None] * 1.0
+        return self.attention_bias_cache["cpu"]
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1) * 0.5 + self.bias()).softmax(-1)
+        self.last_attn = attn  # stored on the module: tracing must not leave it behind
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, -1))
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_cached_tensors_are_traced_through_and_emptied_by_exec(warm):
+    model = CachedBiasAttention().eval()
+    x = torch.randn(2, 5, 8)
+    if warm:  # a forward before tracing filled the cache (and set last_attn)
+        with torch.no_grad():
+            model(x)
+    cache_before = dict(model.attention_bias_cache)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    # tracing left the module as it found it
+    assert model.attention_bias_cache.keys() == cache_before.keys()
+    assert all(model.attention_bias_cache[k] is v for k, v in cache_before.items())
+    assert hasattr(model, "last_attn") == warm
+    plan = DG.get_pruning_plan(model.qkv, "out", idxs=[0, 1, 2, 3])  # q's first head
+    assert_matches_twin(model, plan, x)
+    assert model.attention_biases.shape[0] == 3 and model.num_heads == 3
+
+
+def test_a_failed_exec_keeps_the_graph_it_was_planned_on():
+    class FixedReshape(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 8)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            if h.shape[-1] != 8:  # code that breaks on a pruned width
+                raise ValueError("width must be 8")
+            return self.b(h)
+
+    model = FixedReshape().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(3, 4))
+    graph, version, before = DG.graph, DG.version, snapshot(model)
+    plan = DG.get_pruning_plan(model.a, "out", idxs=[1])
+    with pytest.raises(tp.PlanExecutionError, match="restored"):
+        DG.execute(plan, verify=True)
+    assert state_equal(snapshot(model), before)
+    assert DG.graph is graph and DG.version == version
+    DG.get_pruning_plan(model.a, "out", idxs=[2])  # plans on the kept graph still work
