@@ -544,47 +544,38 @@ def _index(ctx: RuleContext) -> None:
         ctx.same(src, i, dst, out_pos[i], "index")
 
 
-@rule("gather")
-def _gather(ctx: RuleContext) -> None:
-    """out[i][j][k] = src[index[i][j][k]][j][k] (dim 0): every other dim passes through, in
-    both the source and the index (MAE's token shuffle keeps the hidden size prunable)."""
-    src, index, dst = ctx.arg(0), ctx.arg(2, "index"), ctx.out(0)
-    n = len(ctx.shape(src))
+def _all_but_dim(ctx: RuleContext, base: Ref, others: tuple, why: str) -> None:
+    """``dim`` (arg 1) is indexed; every other dim passes from ``base`` to the result, and is
+    shared with the other tensor arguments of the same rank (index, source)."""
+    dst = ctx.out(0)
+    n = len(ctx.shape(base))
     dim = ctx.arg(1, "dim") % n
+    others = [r for r in others if isinstance(r, Ref) and len(ctx.shape(r)) == n]
     for i in range(n):
         if i != dim:
-            ctx.same(src, i, dst, i, "gather")
-            if isinstance(index, Ref):
-                ctx.same(index, i, dst, i, "gather index")
+            ctx.same(base, i, dst, i, why)
+            for r in others:
+                ctx.same(r, i, dst, i, f"{why} operand")
+
+
+@rule("gather")
+def _gather(ctx: RuleContext) -> None:
+    """out[i][j][k] = src[index[i][j][k]][j][k] (dim 0): the index shares every other dim
+    (MAE's token shuffle keeps the hidden size prunable)."""
+    _all_but_dim(ctx, ctx.arg(0), (ctx.arg(2, "index"),), "gather")
 
 
 @rule("scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce",
       "scatter_reduce_")
 def _scatter(ctx: RuleContext) -> None:
-    dst_in, index, dst = ctx.arg(0), ctx.arg(2, "index"), ctx.out(0)
-    src = ctx.arg(3, "src")
-    n = len(ctx.shape(dst_in))
-    dim = ctx.arg(1, "dim") % n
-    for i in range(n):
-        if i != dim:
-            ctx.same(dst_in, i, dst, i, "scatter")
-            for r in (index, src):
-                if isinstance(r, Ref) and len(ctx.shape(r)) == n:
-                    ctx.same(r, i, dst, i, "scatter source")
+    _all_but_dim(ctx, ctx.arg(0), (ctx.arg(2, "index"), ctx.arg(3, "src")), "scatter")
 
 
 @rule("index_add", "index_add_", "index_copy", "index_copy_", "index_reduce", "index_reduce_")
 def _index_add(ctx: RuleContext) -> None:
     """self.index_add_(dim, index, source): rows of ``source`` land in rows of ``self``;
     every other dim (a MoE layer's hidden size) is shared by self, source and the result."""
-    base, source, dst = ctx.arg(0), ctx.arg(3, "source"), ctx.out(0)
-    n = len(ctx.shape(base))
-    dim = ctx.arg(1, "dim") % n
-    for i in range(n):
-        if i != dim:
-            ctx.same(base, i, dst, i, "index_add")
-            if isinstance(source, Ref) and len(ctx.shape(source)) == n:
-                ctx.same(source, i, dst, i, "index_add source")
+    _all_but_dim(ctx, ctx.arg(0), (ctx.arg(3, "source"),), "index_add")
 
 
 @rule("_grouped_mm")
