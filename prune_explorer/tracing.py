@@ -656,6 +656,9 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
     return out
 
 
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
+
+
 def cache_dicts(model_or_modules) -> list[dict]:
     """Dict attributes named like a cache (TinyViT's ``attention_bias_cache``, filled by the
     first eval forward with tensors derived from parameters). Tracing empties them, so it
@@ -664,44 +667,54 @@ def cache_dicts(model_or_modules) -> list[dict]:
     modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
         else model_or_modules
     return [val for _name, m in modules for attr, val in vars(m).items()
-            if isinstance(val, dict) and val and "cache" in attr.lower()]
+            if attr not in _MODULE_INTERNALS and isinstance(val, dict) and val
+            and "cache" in attr.lower()]
 
 
-def _python_state(modules) -> list:
+def _python_state(modules) -> tuple:
     """Tensor-valued Python attributes and dicts of modules (a bias cache, ``self.last_attn
     = attn``): tracing leaves them as it found them. Caches are emptied while it runs."""
     saved = []
-    attrs_before = []
+    sizes = []
+    caches = []
+    internals = _MODULE_INTERNALS
     for _name, m in modules:
-        attrs_before.append((m, set(vars(m))))
-        for attr, val in vars(m).items():
-            if attr.startswith("_") and "cache" not in attr.lower():
+        d = m.__dict__
+        sizes.append((m, len(d)))
+        for attr, val in d.items():
+            if attr in internals:
                 continue
-            if isinstance(val, dict):
-                saved.append((m, attr, val, dict(val)))
-            elif isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter):
+            if type(val) is dict:
+                cache = "cache" in attr.lower()
+                if attr[0] != "_" or cache:
+                    saved.append((m, attr, val, dict(val)))
+                if cache and val:
+                    caches.append(val)
+            elif isinstance(val, torch.Tensor) and attr[0] != "_" and \
+                    not isinstance(val, nn.Parameter):
                 saved.append((m, attr, val, None))
-    for cache in cache_dicts(modules):
+    for cache in caches:
         cache.clear()
-    return saved, attrs_before
+    return saved, sizes
 
 
 def _restore_python_state(state) -> None:
-    saved, attrs_before = state
+    saved, sizes = state
     for m, attr, obj, content in saved:
-        current = m.__dict__.get(attr)
-        if current is not obj:
+        if m.__dict__.get(attr) is not obj:
             m.__dict__[attr] = obj
         if content is not None and (obj.keys() != content.keys() or any(
                 obj[k] is not content[k] for k in content)):
             obj.clear()
             obj.update(content)
-    for m, before in attrs_before:  # tensors a forward stored on a module for the first time
-        for attr in [a for a in vars(m) if a not in before]:
-            val = m.__dict__[attr]
-            if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or (
-                    isinstance(val, dict) and "cache" in attr.lower()):
-                del m.__dict__[attr]
+    for m, n in sizes:  # attributes a forward set for the first time come last in __dict__
+        d = m.__dict__
+        if len(d) > n:
+            for attr in list(d)[n:]:
+                val = d[attr]
+                if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or (
+                        isinstance(val, dict) and "cache" in attr.lower()):
+                    del d[attr]
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:
