@@ -318,3 +318,47 @@ def test_displayed_explorer_shows_the_coupling_before_scoring():
     events.clear()
     ex.select("conv1")  # scored already: straight to the plan
     assert [w for w, _ in events] == ["plan"]
+
+
+class HeadsAttention(nn.Module):
+    def __init__(self, dim=16, heads=4):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, self.heads * self.head_dim))
+
+
+def test_widening_policy_control():
+    """One typed index of a head: the policy decides whether the whole head goes (heads) or
+    the same slot in every head (dims); the widget's dropdown drives the same."""
+    ex = Explorer(HeadsAttention().eval(), torch.randn(1, 6, 16))
+    ex.select("qkv").set_indices([17])  # k, head 0, slot 1
+
+    def qkv_rows():
+        return next(s.idxs for s in ex.plan.layer_steps if s.target == "qkv")
+
+    rows = {}
+    for policy in ("heads", "dims", "cheapest", None):
+        ex.set_policy(policy)
+        assert ex.error is None and ex.controls.policy == policy
+        rows[policy] = qkv_rows()
+    assert rows["heads"] == [0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35]  # head 0 of q, k, v
+    assert rows["dims"] == list(range(1, 48, 4))                          # slot 1 of every head
+    assert rows[None] == rows["cheapest"]                                 # typed: fewest
+    ex.set_policy("sideways")
+    assert "unknown policy" in ex.error and ex.controls.policy is None
+    ex.set_strategy("l1", amount=0.25)  # a strategy widens to whole heads unless told
+    assert len(qkv_rows()) % 12 == 0 and len(qkv_rows()) // 12 >= 1
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("anywidget")
+    ui = ex.widget
+    ui.policy.value = "dims"
+    assert ex.controls.policy == "dims"
+    slots = {r % 4 for r in qkv_rows()}  # the same slots, in each of q, k, v's 4 heads
+    assert len(qkv_rows()) == 12 * len(slots)

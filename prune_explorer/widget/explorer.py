@@ -40,6 +40,10 @@ STRATEGY_LABELS = OrderedDict([("l1", "L1 norm"), ("l2", "L2 norm"), ("random", 
                                ("taylor", "Taylor (needs loss_fn)")])
 
 
+POLICIES = {None: "auto", "heads": "whole heads / groups", "dims": "same slots per head",
+            "cheapest": "fewest channels"}
+
+
 @dataclass
 class Controls:
     """What the next preview uses. ``indices`` set -> those channels; else the strategy."""
@@ -49,6 +53,9 @@ class Controls:
     round_to: int | None = None
     side: str = "out"
     indices: list[int] | None = None
+    # how channels tied by a reshape (heads, groups) widen: None = fewest channels for typed
+    # indices and whole heads for a strategy; or "cheapest", "heads", "dims"
+    policy: str | None = None
 
 
 @dataclass
@@ -286,6 +293,17 @@ class Explorer:
             self.controls.side = side
         self.controls.indices = None
         self.mode = "layer"
+        self._preview()
+        return self
+
+    def set_policy(self, policy: str | None) -> "Explorer":
+        """How indices tied together by a reshape widen: ``"heads"`` (whole attention heads
+        or conv groups), ``"dims"`` (the same slots in every head), ``"cheapest"`` (fewest
+        extra channels), or ``None`` (cheapest for typed indices, heads for a strategy)."""
+        if policy not in POLICIES:
+            self._fail(f"unknown policy {policy!r}; use one of {list(POLICIES)}")
+            return self
+        self.controls.policy = policy
         self._preview()
         return self
 
@@ -579,7 +597,8 @@ class Explorer:
 
     def _sel_key(self) -> tuple:
         c = self.controls
-        return (self.DG.version, self.root, c.side, c.strategy, round(c.amount, 6), c.round_to)
+        return (self.DG.version, self.root, c.side, c.strategy, round(c.amount, 6), c.round_to,
+                c.policy)
 
     def _show_coupling(self) -> None:
         """Scoring a big group's channels can take a second (every tensor of a ResNet-152
@@ -615,7 +634,7 @@ class Explorer:
         sel = self._sel_cache.get(key)
         if sel is None:
             sel = select_channels(self.DG, self.root, strategy=c.strategy, amount=c.amount,
-                                  round_to=c.round_to, side=c.side)
+                                  round_to=c.round_to, side=c.side, policy=c.policy or "heads")
             self._sel_cache[key] = sel
             while len(self._sel_cache) > 64:
                 self._sel_cache.popitem(last=False)
@@ -632,7 +651,8 @@ class Explorer:
         plan, sel, err = None, None, None
         try:
             if c.indices is not None:
-                plan = self.DG.get_pruning_plan(self.root, c.side, c.indices, strict=False)
+                plan = self.DG.get_pruning_plan(self.root, c.side, c.indices, strict=False,
+                                                policy=c.policy or "cheapest")
             else:
                 if self._listeners and self._sel_key() not in self._sel_cache:
                     self._show_coupling()  # a displayed explorer: highlight before scoring

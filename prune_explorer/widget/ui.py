@@ -16,7 +16,7 @@ import ipywidgets as W
 from ..viz.dot import human, idx_text
 from ..viz.report import plan_table_html
 from .canvas import GraphCanvas
-from .explorer import STRATEGY_LABELS
+from .explorer import POLICIES, STRATEGY_LABELS
 
 _e = html.escape
 _PANEL_CSS = """<style>
@@ -126,12 +126,17 @@ class ExplorerUI:
         self.round_to = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in
                                                             (2, 4, 8, 16, 32, 64)],
                                    value=c.round_to or 0, description="round_to")
+        self.policy = W.Dropdown(options=[(label, key or "") for key, label in POLICIES.items()],
+                                 value=c.policy or "", description="widen",
+                                 tooltip="how channels tied by a reshape (attention heads, "
+                                         "conv groups) are widened")
         self.indices = W.Text(value="", placeholder="e.g. 2, 6, 9 or 0-15 (Enter)",
                               description="indices", continuous_update=False)
         self.use_strategy = W.Button(description="use strategy", layout=W.Layout(width="110px"),
                                      tooltip="forget the typed indices")
         for w, cls in ((self.strategy, "pe-strategy"), (self.amount, "pe-amount"),
-                       (self.round_to, "pe-round-to"), (self.indices, "pe-indices")):
+                       (self.round_to, "pe-round-to"), (self.policy, "pe-policy"),
+                       (self.indices, "pe-indices")):
             w.add_class(cls)
             w.style.description_width = "70px"
             w.layout.width = "100%"
@@ -139,6 +144,7 @@ class ExplorerUI:
         self.amount.observe(self._on_strategy, "value")
         self.round_to.observe(self._on_strategy, "value")
         self.indices.observe(self._on_indices, "value")
+        self.policy.observe(self._on_policy, "value")
         self.use_strategy.on_click(lambda _b: self._guard(self.ex.set_indices, None))
         self.sens_btn = W.Button(description="sensitivity sweep", icon="line-chart",
                                  tooltip="metric vs amount for this layer, on copies "
@@ -148,7 +154,8 @@ class ExplorerUI:
         self.sens_progress = W.IntProgress(value=0, min=0, max=1,
                                            layout=W.Layout(width="120px", visibility="hidden"))
         self.sens_btn.on_click(lambda _b: self._guard(self._run_sensitivity))
-        self.layer_box = W.VBox([self.strategy, self.amount, self.round_to, self.indices,
+        self.layer_box = W.VBox([self.strategy, self.amount, self.round_to, self.policy,
+                                 self.indices,
                                  self.use_strategy,
                                  W.HBox([self.sens_btn, self.sens_progress])])
 
@@ -271,6 +278,7 @@ class ExplorerUI:
             self.strategy.value = c.strategy
             self.amount.value = min(max(c.amount, 0.05), 0.95)
             self.round_to.value = c.round_to or 0
+            self.policy.value = c.policy or ""
             self.indices.value = idx_text(c.indices, 10_000) if c.indices is not None else ""
             self.mode.value = ex.mode
             self.use_strategy.disabled = c.indices is None
@@ -420,6 +428,14 @@ class ExplorerUI:
             return
         self._guard(self.ex.set_strategy, self.strategy.value, float(self.amount.value),
                     self.round_to.value or None)
+
+    def _on_policy(self, _change) -> None:
+        if self._syncing:
+            return
+        if self.ex.root is None:  # remember it for the first click
+            self.ex.controls.policy = self.policy.value or None
+            return
+        self._guard(self.ex.set_policy, self.policy.value or None)
 
     def _on_indices(self, change) -> None:
         if self._syncing:
