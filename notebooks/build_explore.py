@@ -44,6 +44,7 @@ The widget calls exactly these methods (so everything is scriptable and testable
 ex.select("layer1.0.conv1")                 # root; previews with the current controls
 ex.set_indices([2, 6, 9])                   # or "2, 6, 9" / "0-15"
 ex.set_strategy("l1", amount=0.3, round_to=8)
+ex.set_policy("dims")                       # widen to the same slots per head (or "heads")
 ex.plan, ex.highlighted, ex.svg             # PruningPlan, node -> role/indices, SVG text
 ex.preview_model(amount=0.3, strategy="l1") # whole-model dry run (classifier ignored)
 ex.commit(); ex.undo(); ex.export("explorer_export")
