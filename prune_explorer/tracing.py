@@ -667,8 +667,11 @@ def cache_dicts(model_or_modules) -> list[dict]:
     modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
         else model_or_modules
     return [val for _name, m in modules for attr, val in vars(m).items()
-            if attr not in _MODULE_INTERNALS and isinstance(val, dict) and val
-            and "cache" in attr.lower()]
+            if attr not in _MODULE_INTERNALS and _is_cache(attr, val) and val]
+
+
+def _is_cache(attr: str, val) -> bool:
+    return isinstance(val, dict) and "cache" in attr.lower()
 
 
 def _python_state(modules) -> tuple:
@@ -685,7 +688,7 @@ def _python_state(modules) -> tuple:
             if attr in internals:
                 continue
             if type(val) is dict:
-                cache = "cache" in attr.lower()
+                cache = _is_cache(attr, val)
                 if attr[0] != "_" or cache:
                     saved.append((m, attr, val, dict(val)))
                 if cache and val:
@@ -712,8 +715,8 @@ def _restore_python_state(state) -> None:
         if len(d) > n:
             for attr in list(d)[n:]:
                 val = d[attr]
-                if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or (
-                        isinstance(val, dict) and "cache" in attr.lower()):
+                if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or \
+                        _is_cache(attr, val):
                     del d[attr]
 
 

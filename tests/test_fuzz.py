@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prune_explorer as tp
-from fuzz_models import HypothesisDraw, RandomDraw, run_example
+from fuzz_models import HypothesisDraw, RandomDraw, Shuffle, run_example
 from oracle import assert_matches_twin, snapshot, state_equal
 
 
@@ -220,21 +220,9 @@ def test_a_size_read_from_the_tensor_is_not_taken_for_an_attribute():
     assert model.groups == 3
 
 
-class LeafShuffle(nn.Module):
-    """The same shuffle in a leaf module of its own (no children)."""
-
-    def __init__(self, groups=3):
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        x = x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous()
-        return x.view(b, c, h, w)
-
-
 def test_a_size_read_from_the_tensor_inside_a_leaf_module():
-    model = nn.Sequential(nn.Conv2d(3, 9, 1), LeafShuffle(3), nn.Conv2d(9, 2, 1)).eval()
+    """The fuzzer's shuffle: a leaf module of its own (no children)."""
+    model = nn.Sequential(nn.Conv2d(3, 9, 1), Shuffle(3), nn.Conv2d(9, 2, 1)).eval()
     x = torch.randn(2, 3, 4, 4)
     DG = tp.DependencyGraph().build_dependency(model, x)
     plan = DG.get_pruning_plan(model[2], "in", [7])

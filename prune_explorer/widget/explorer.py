@@ -380,15 +380,7 @@ class Explorer:
         self.history.append(HistoryEntry(desc, plan, self.mode, before["params_before"],
                                          after["params_before"], before["macs_before"],
                                          after["macs_before"], time.perf_counter() - t0))
-        self._sel_cache.clear()
-        self.report = None
-        self._heat = None
-        self.plan = None
-        self.selection = None
-        self.message = f"committed: {desc}"
-        self._relayout()
-        self._emit("plan")
-        self._emit("history")
+        self._model_changed(f"committed: {desc}")
         return plan
 
     def undo(self):
@@ -398,16 +390,21 @@ class Explorer:
         entry = self.history[-1]
         self.DG.undo(entry.plan)
         self.history.pop()
+        self._model_changed(f"undone: {entry.description}")
+        return entry.plan
+
+    def _model_changed(self, message: str) -> None:
+        """After a commit or an undo: previews and scores of the old model are gone; lay the
+        new graph out and tell the views."""
         self._sel_cache.clear()
         self.report = None
         self._heat = None
         self.plan = None
         self.selection = None
-        self.message = f"undone: {entry.description}"
+        self.message = message
         self._relayout()
         self._emit("plan")
         self._emit("history")
-        return entry.plan
 
     def export(self, directory) -> dict[str, pathlib.Path]:
         """Write ``plan.json`` (the previewed plan, else the last committed one),

@@ -119,13 +119,7 @@ class ExplorerUI:
         self.mode.add_class("pe-mode")
         self.details = W.HTML()
         self.details.add_class("pe-details")
-        self.strategy = W.Dropdown(options=options, value=c.strategy, description="strategy")
-        self.amount = W.FloatSlider(value=c.amount, min=0.05, max=0.95, step=0.05,
-                                    description="amount", readout_format=".0%",
-                                    continuous_update=False)
-        self.round_to = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in
-                                                            (2, 4, 8, 16, 32, 64)],
-                                   value=c.round_to or 0, description="round_to")
+        self.strategy, self.amount, self.round_to = _strategy_controls(options, c)
         self.policy = W.Dropdown(options=[(label, key or "") for key, label in POLICIES.items()],
                                  value=c.policy or "", description="widen",
                                  tooltip="how channels tied by a reshape (attention heads, "
@@ -161,14 +155,7 @@ class ExplorerUI:
 
         # ---- side panel: whole-model mode
         mc = ex.model_controls
-        self.m_strategy = W.Dropdown(options=[o for o in options], value=mc.strategy,
-                                     description="strategy")
-        self.m_amount = W.FloatSlider(value=mc.amount, min=0.05, max=0.95, step=0.05,
-                                      description="amount", readout_format=".0%",
-                                      continuous_update=False)
-        self.m_round = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in
-                                                           (2, 4, 8, 16, 32, 64)],
-                                  value=mc.round_to or 0, description="round_to")
+        self.m_strategy, self.m_amount, self.m_round = _strategy_controls(options, mc)
         self.m_ignored = W.Text(value=", ".join(mc.ignored_layers), description="ignore",
                                 placeholder="layers to keep, e.g. fc")
         self.m_global = W.Checkbox(value=mc.global_pruning, description="global ranking",
@@ -482,3 +469,15 @@ class ExplorerUI:
             return self.ex.sensitivity(progress=progress)
         finally:
             self.sens_progress.layout.visibility = "hidden"
+
+
+def _strategy_controls(options, controls):
+    """Strategy, amount and round_to widgets set from a Controls / ModelControls (the layer
+    and whole-model panels share them)."""
+    strategy = W.Dropdown(options=list(options), value=controls.strategy,
+                          description="strategy")
+    amount = W.FloatSlider(value=controls.amount, min=0.05, max=0.95, step=0.05,
+                           description="amount", readout_format=".0%", continuous_update=False)
+    round_to = W.Dropdown(options=[("none", 0)] + [(str(r), r) for r in (2, 4, 8, 16, 32, 64)],
+                          value=controls.round_to or 0, description="round_to")
+    return strategy, amount, round_to
