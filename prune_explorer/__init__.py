@@ -51,7 +51,7 @@ __all__ = [
 
 def __getattr__(name):  # heavy or optional pieces load on first use
     if name == "prune_model":
-        from .prune import prune_model
+        from .whole_model import prune_model
         return prune_model
     if name == "select_channels":
         from .select import select_channels

@@ -465,7 +465,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .prune import STRATEGY_NAMES
+    from .whole_model import STRATEGY_NAMES
     parser = _Parser(
         prog="prune-explorer",
         description="Structured pruning with automatic layer-dependency tracking: preview a "

@@ -319,7 +319,7 @@ class Explorer:
                       round_to: Any = _UNSET, global_pruning: bool | None = None):
         """Whole-model mode: preview ``prune_model(..., dry_run=True)``; layers are coloured by
         the fraction of parameters they lose. Returns the PruneReport."""
-        from ..prune import prune_model
+        from ..whole_model import prune_model
         from ..viz.report import heat_fractions
         mc = self.model_controls
         if amount is not None:

@@ -1,4 +1,4 @@
-"""prune_model(): one call prunes every prunable group of a model.
+"""prune_model(): one call prunes every prunable group of a model (``tp.prune_model``).
 
     report = tp.prune_model(model, x, amount=0.5, strategy="l1", ignored_layers=[model.fc])
 
