@@ -267,8 +267,8 @@ def plan_pretrained(source, amount: float = 0.25, strategy: str = "l2",
                     head_pruning: str = "heads", prune_hidden: bool = False,
                     uniform: bool = True, *, ignored_layers: Iterable | None = None,
                     round_to: int | None = None, global_pruning: bool = False,
-                    seq_len: int = 32, calibration=None, param_roots: bool = True,
-                    seed: int = 0) -> PretrainedPlan:
+                    seq_len: int = 32, calibration=None, max_memory: dict | None = None,
+                    param_roots: bool = True, seed: int = 0) -> PretrainedPlan:
     """Plan ``prune_model(amount, strategy, ...)`` on a Hugging Face checkpoint directory (or
     a ``PretrainedConfig``) without loading it. Returns a ``PretrainedPlan``; printing it
     shows parameters and MACs (for ``seq_len`` tokens) before/after, per layer and in total,
@@ -277,7 +277,8 @@ def plan_pretrained(source, amount: float = 0.25, strategy: str = "l2",
     The settings mean what they mean for ``prune_model`` (``param_roots=True`` also prunes
     fused MoE experts' intermediate size). ``ignored_layers`` defaults to the output layer
     (``lm_head``, a classifier, BERT's pooler). ``strategy="wanda"`` scores |W| times the norm
-    of each layer's input over ``calibration`` token batches (see ``calibration.py``).
+    of each layer's input over ``calibration`` token batches, run through accelerate's
+    big-model dispatch within ``max_memory`` (see ``calibration.py``).
     ``uniform=True`` keeps every layer the same size and requires a config.json that
     describes the result; ``global_pruning`` ranks across layers and needs ``uniform=False``.
     """
@@ -289,23 +290,13 @@ def plan_pretrained(source, amount: float = 0.25, strategy: str = "l2",
                                  "up different sizes; pass uniform=False with it")
     if strategy == "wanda" and calibration is None:
         raise InvalidAmountError("strategy='wanda' needs calibration=<token id batches>")
-    config, ck = load_config(source)
-    mode = fake_mode()
-    model = build_model(config, mode)
-    if ck is not None:
-        ck.bind(model)
     norms = None
     if strategy == "wanda":
         from .calibration import activation_norms
-        norms = activation_norms(ck.path if ck is not None else source, calibration)
-    DG = PretrainedGraph(mode, ck, norms)
-    inputs = fake_inputs(model, seq_len, mode)
-    try:
-        DG.build_dependency(model, inputs, verbose=False)
-    except TracingError as exc:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} (model_type {config.model_type!r}) does not run on fake "
-            f"tensors, so it cannot be planned without its weights: {exc}") from exc
+        norms = activation_norms(source, calibration, max_memory=max_memory)
+    DG = pretrained_graph(source, seq_len, norms)
+    model, config, ck, inputs = DG.model, DG.config, DG.checkpoint, DG.example_inputs
+    mode = DG.mode
     ignored = list(ignored_layers) if ignored_layers is not None else default_ignored(model, DG)
     report = prune_model(model, inputs, amount=amount, strategy=strategy,
                          ignored_layers=ignored, round_to=round_to,
@@ -327,6 +318,26 @@ def plan_pretrained(source, amount: float = 0.25, strategy: str = "l2",
         except ConfigError as exc:
             out.config_error = str(exc)
     return out
+
+
+def pretrained_graph(source, seq_len: int = 32, activation_norms=None) -> PretrainedGraph:
+    """The traced dependency graph of a checkpoint directory's (or config's) model, built
+    on fake tensors; ``DG.model`` is that fake model, ``DG.checkpoint`` its weights on disk."""
+    config, ck = load_config(source)
+    mode = fake_mode()
+    model = build_model(config, mode)
+    if ck is not None:
+        ck.bind(model)
+    DG = PretrainedGraph(mode, ck, activation_norms)
+    DG.config = config
+    inputs = fake_inputs(model, seq_len, mode)
+    try:
+        DG.build_dependency(model, inputs, verbose=False)
+    except TracingError as exc:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} (model_type {config.model_type!r}) does not run on fake "
+            f"tensors, so it cannot be planned without its weights: {exc}") from exc
+    return DG
 
 
 def default_ignored(model: nn.Module, DG: DependencyGraph) -> list[str]:
