@@ -91,12 +91,22 @@ def solve_config(config, target: Shapes, policy: str, build: Callable[[object], 
     A = np.array([[effects[f].get(r, 0.0) for f in free] for r in rows]) if free else None
     b = np.array([math.log2(target[n][d] / base[n][d]) for n, d in rows])
     edits: dict[str, int] = {}
-    if A is not None and A.size:
-        y = np.linalg.lstsq(A, b, rcond=None)[0]
-        for f, yf in zip(free, y):
-            new = int(round(values[f] * 2.0 ** yf))
-            if new != values[f] and abs(yf) > 1e-9:
-                edits[f] = new
+    y = np.linalg.lstsq(A, b, rcond=None)[0] if A is not None and A.size else np.zeros(0)
+    residual = (A @ y - b) if A is not None and A.size else b
+    worst = int(np.argmax(np.abs(residual))) if len(residual) else 0
+    if len(residual) and abs(residual[worst]) > 1e-6:
+        n, d = rows[worst]
+        raise ConfigError(f"no edit of config.json gives the pruned {n} (dim {d}: "
+                          f"{base[n][d]} -> {target[n][d]}): "
+                          f"{_why(n, target[n], base[n], changed, effects)}")
+    for f, yf in zip(free, y):
+        exact = values[f] * 2.0 ** yf
+        new = int(round(exact))
+        if abs(exact - new) > 1e-6:
+            raise ConfigError(f"the pruned sizes need {f} = {exact:g}, not a whole number; "
+                              f"prune with uniform=False and rebuild with tp.load")
+        if new != values[f]:
+            edits[f] = new
     for name in values:
         if fields[name] is None and name not in edits:
             edits[name] = values[name]  # derived before; stated explicitly from now on
