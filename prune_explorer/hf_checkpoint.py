@@ -235,6 +235,17 @@ def block_scores(blocks: Iterator[torch.Tensor], dim: int, power: int,
     parts, total = [], None
     w = torch.as_tensor(col_weights, dtype=torch.float32) if col_weights is not None else None
     for b in blocks:
+        if w is None and b.dim() > 1:
+            # one fused reduction that upcasts on the fly: no float32 copy of the block
+            dims = tuple(d for d in range(b.dim()) if d != (0 if dim == 0 else dim))
+            s = torch.linalg.vector_norm(b, ord=power, dim=dims, dtype=torch.float32)
+            s = s ** power if power != 1 else s
+            if dim == 0:
+                parts.append(s)
+            else:
+                s = s.sum(0) if s.dim() > 1 else s
+                total = s if total is None else total + s
+            continue
         a = b.float()
         a = a.abs() if power == 1 else a * a
         if w is not None:

@@ -182,6 +182,12 @@ def _why(name, want, have, changed, effects) -> str:
         return (f"no config field sizes dim {dims[0] if dims else '?'} of {name} on its own "
                 f"(this model derives it from other sizes); prune with uniform=False and "
                 f"rebuild with tp.load, or keep those channels")
+    kept = [f for f in movers if any(r not in changed for r in effects[f])]
+    if len(kept) == len(movers):
+        also = "they also size" if len(movers) > 1 else "it also sizes"
+        return (f"only {', '.join(movers)} sizes it, and {also} tensors the plan keeps "
+                f"(this architecture derives the width from it); "
+                f"prune with uniform=False and rebuild with tp.load")
     return (f"the fields that size it ({', '.join(movers)}) are shared with tensors pruned "
             f"differently (layers pruned unevenly, or heads and head_dim both cut); prune with "
             f"uniform=False and rebuild with tp.load")

@@ -145,4 +145,4 @@ def _write_history(plan, tmp: str) -> None:
            "weights": "huggingface", "aliases": {}, "history": history,
            "config_edits": plan.config_edits or {}}
     with open(os.path.join(tmp, HISTORY_FILE), "w") as f:
-        json.dump(doc, f, indent=1)
+        json.dump(doc, f, separators=(",", ":"))

@@ -170,12 +170,14 @@ def test_scores_read_from_disk_equal_the_in_memory_scores(tmp_path):
 def test_block_scores_by_hand_and_in_blocks():
     t = torch.tensor([[1., -2.], [3., 0.], [-1., 1.]])
     assert block_scores(iter([t]), 0, 1).tolist() == [3, 3, 2]
-    assert block_scores(iter([t]), 1, 2).tolist() == [11, 5]
+    assert block_scores(iter([t]), 1, 2) == pytest.approx([11, 5], rel=1e-6)
+    assert block_scores(iter([t.bfloat16()]), 0, 2) == pytest.approx([5, 9, 2], rel=1e-6)
     # rows in two blocks, Wanda's column weights
     blocks = iter([t[:2], t[2:]])
     assert block_scores(blocks, 1, 1, np.array([10., 1.])).tolist() == [50, 3]
     x = torch.arange(24.).reshape(2, 3, 4)
-    assert block_scores(iter([x[:1], x[1:]]), 2, 1).tolist() == x.sum((0, 1)).tolist()
+    assert block_scores(iter([x[:1], x[1:]]), 2, 1).tolist() == [60, 66, 72, 78]
+    assert block_scores(iter([x[:1], x[1:]]), 1, 1).tolist() == [60, 92, 124]
 
 
 def test_wanda_scores_with_activation_norms_from_offloaded_forwards(tmp_path):
