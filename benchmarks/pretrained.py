@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARD = 200 * 10**6
-TP_LIMIT = 300
+TP_LIMIT = 120
 
 
 def llama_config(layers: int):

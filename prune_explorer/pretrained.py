@@ -242,9 +242,17 @@ class PretrainedPlan:
         if self.config_error:
             lines.append(f"config.json cannot describe it: {self.config_error}")
         read = self.DG.bytes_read if self.DG is not None else 0
-        lines.append(f"no weights loaded; {read / 2**20:,.0f} MiB of weights read for scores, "
-                     f"tensor by tensor")
+        lines.append(f"no weights loaded; {_human(read)} of weights read for scores, tensor by "
+                     f"tensor")
         return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 def _old(config, k):

@@ -181,6 +181,7 @@ def test_block_scores_by_hand_and_in_blocks():
 
 
 def test_wanda_scores_with_activation_norms_from_offloaded_forwards(tmp_path):
+    pytest.importorskip("accelerate")  # the llm extra: big-model dispatch
     from prune_explorer.calibration import activation_norms
     src, _ = checkpoint(tmp_path, "qwen2")
     cal = torch.randint(0, 200, (2, 10), generator=torch.Generator().manual_seed(3))
@@ -320,3 +321,13 @@ def test_a_model_whose_forward_needs_values_is_refused(tmp_path):
     with pytest.raises(UnsupportedModelError, match="does not run on fake tensors"):
         tp.prune_pretrained(str(path), str(tmp_path / "out"))
     assert _nothing_written(tmp_path)
+
+
+def test_the_readme_snippet_runs_as_written(capsys):
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme[readme.index("## Large language models"):]
+    start = section.index("```python") + len("```python")
+    code = section[start:section.index("```", start)]
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "model.layers.0-1 (each)" in out and out.strip().endswith("True")
