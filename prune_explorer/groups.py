@@ -138,16 +138,18 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
     """The group of everything coupled to vertex ``root`` (``name``'s channels)."""
     G = dg.dg
     size = G.size[root]
-    probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
-    members = [v for v in probe.order if probe.count(v)]
-    group = Group(name, root, size, members)
+    group = Group(name, root, size, [])
     units, touched = compute_units(dg, group, policy, with_touched=True)
-    if touched is not None:  # whole heads, group slots: a unit reaches less than the probe
-        members = [v for v in members if v in touched]
-        group.members = members
-        # judge the group by what one unit does: removing *every* channel at once widens
-        # through reshapes into dims no real selection touches
+    if touched is not None:
+        # whole heads, group slots: the members are what the units reach, and the group is
+        # judged by what one unit does (removing *every* channel at once widens through
+        # reshapes into dims no real selection touches: a rotary table shared by all layers)
+        members = list(touched)
         probe = close(G, {root: units[0]}, policy=policy)
+    else:
+        probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
+        members = [v for v in probe.order if probe.count(v)]
+    group.members = members
     group.units = units
     group.layers = _layers(dg, members)
     covered.update(members)
@@ -257,12 +259,12 @@ def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
         return (units, None) if with_touched else units
     remaining = np.ones(group.size, dtype=bool)
     units = []
-    touched: set[int] = set()
+    touched: dict[int, None] = {}  # in the order the closures reach them
     while remaining.any() and len(units) < max_closures:
         i = int(np.argmax(remaining))
         cl = first if i == 0 else close(G, {group.vertex: np.array([i], dtype=im.INDEX)},
                                         policy=policy)
-        touched.update(v for v in cl.order if cl.count(v))
+        touched.update((v, None) for v in cl.order if cl.count(v))
         u = cl.pruned(group.vertex)
         u = u[remaining[u]]
         if len(u) == 0:

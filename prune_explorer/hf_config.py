@@ -58,7 +58,50 @@ def _with(config, **values):
 def solve_config(config, target: Shapes, policy: str, build: Callable[[object], Shapes]
                  ) -> dict[str, int]:
     """The config fields to change (name -> new value) so that ``build(config)`` gives
-    ``target``; raises ConfigError with the first tensor that cannot be described."""
+    ``target``; raises ConfigError with the first tensor that cannot be described.
+
+    The probes build a two-layer copy of the config (an 80-layer model takes seconds to
+    build even on fake tensors); the answer is then checked on the full config."""
+    shallow = _shallow(config)
+    if shallow is not None:
+        try:
+            base = build(shallow)
+        except Exception:
+            base = None
+        if base is not None and all(n in target for n in base):
+            edits = _solve(shallow, {n: target[n] for n in base}, policy, build)
+            _verify(config, edits, target, build)
+            return edits
+    return _solve(config, target, policy, build)
+
+
+def _shallow(config):
+    """``config`` with two hidden layers (per-layer lists cut to match), or None."""
+    n = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 2:
+        return None
+    c = copy.deepcopy(config)
+    for k, v in list(vars(c).items()):
+        if isinstance(v, list) and len(v) == n:
+            setattr(c, k, v[:2])
+    c.num_hidden_layers = 2
+    return c
+
+
+def _verify(config, edits: dict, target: Shapes, build) -> None:
+    """The full model built from the edited config has exactly the pruned shapes."""
+    got = build(_validated(config, edits))
+    for n, s in target.items():
+        if got.get(n) != s:
+            have = got.get(n)
+            raise ConfigError(
+                f"the edited config.json ({_describe(edits)}) gives {n} the shape "
+                f"{list(have) if have else '(none)'}, the pruned model has {list(s)}: the "
+                f"layers are not pruned alike; prune with uniform=False and rebuild with "
+                f"tp.load")
+
+
+def _solve(config, target: Shapes, policy: str, build) -> dict[str, int]:
     base = build(config)
     changed = {(n, d) for n, s in target.items() for d in range(len(s)) if s[d] != base[n][d]}
     if not changed:

@@ -316,7 +316,8 @@ def plan_pretrained(source, amount: float = 0.25, strategy: str = "l2",
                 "prune_hidden": prune_hidden, "uniform": uniform, "round_to": round_to,
                 "global_pruning": global_pruning, "param_roots": param_roots,
                 "ignored_layers": [DG.module_name(m) for m in ignored], "seed": seed}
-    out = PretrainedPlan(str(source if ck is None else ck.path), config, report,
+    label = ck.path if ck is not None else f"a {type(config).__name__} (no weights)"
+    out = PretrainedPlan(label, config, report,
                          layer_rows(model, DG, report.plan, target), settings, target,
                          seq_len=seq_len, DG=DG, checkpoint=ck)
     if uniform:
