@@ -269,7 +269,8 @@ def table(results: dict) -> list[str]:
         if not ok:
             r = runs[0] if runs else {}
             if "timeout" in r:
-                return f"did not finish in {r['timeout']} s (RSS {r['peak_rss'] / 1e9:.2f} GB by then)"
+                return (f"did not finish in {r['timeout']} s (RSS {r['peak_rss'] / 1e9:.2f} GB "
+                        f"by then)")
             return "failed: " + " ".join(r.get("error", ["-"]))
         s = statistics.median(r["seconds"] for r in ok)
         rss = max(r["peak_rss"] for r in ok)

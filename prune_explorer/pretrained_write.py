@@ -13,7 +13,8 @@ import tempfile
 
 import torch
 
-from .hf_checkpoint import CONFIG_FILE, INDEX_FILE, SINGLE_FILE, CheckpointError
+from .hf_checkpoint import (CONFIG_FILE, INDEX_FILE, SINGLE_FILE, CheckpointError,
+                            release_memory)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf",
                     ".index.json")
@@ -84,6 +85,7 @@ def _write_all(plan, tmp: str) -> None:
         save_file(tensors, os.path.join(tmp, shard),
                   metadata=ck.shard_metadata.get(shard) or {"format": "pt"})
         del tensors
+        release_memory()
     if stash:
         raise CheckpointError(f"{len(stash)} converted tensors ({next(iter(stash))}) belong to no "
                               f"shard; the checkpoint's index is inconsistent")

@@ -31,6 +31,11 @@ A directory (any ``path`` not ending in ``.safetensors``) holding two files:
          "ints":   [[module, attr, old, new], ...],         # Python ints a forward reads
          "sync":   [module, ...]}                           # layers whose sizes to re-derive
 
+A Hugging Face checkpoint directory written by ``prune_pretrained`` (``config.json``,
+safetensors shards and their index, in the checkpoint's own key names) loads the same way: its
+``history.json`` says ``"weights": "huggingface"``, and the shards are read through the
+checkpoint's key mapping (renamings, tied and fused tensors) once the history is replayed.
+
 A path ending in ``.safetensors`` is a single file instead: the same JSON document is stored
 in the safetensors header metadata under the key ``prune_explorer``.
 

@@ -257,7 +257,8 @@ def test_a_tensor_whose_shape_disagrees_with_the_config(tmp_path):
     cfg = json.load(open(os.path.join(src, "config.json")))
     cfg["intermediate_size"] = 96
     json.dump(cfg, open(os.path.join(src, "config.json"), "w"))
-    with pytest.raises(CheckpointError, match=r"mlp.*has shape \[\d+, 128\] but config.json makes it \[\d+, 96\]"):
+    with pytest.raises(CheckpointError,
+                       match=r"mlp.*has shape \[\d+, 128\] but config.json makes it \[\d+, 96\]"):
         tp.plan_pretrained(src)
 
 
