@@ -419,7 +419,8 @@ def cmd_report(args) -> int:
             report = tp.prune_model(loaded.model, loaded.inputs, DG=DG, dry_run=True,
                                     **_prune_kwargs(args, loaded))
         progress.stage(f"writing {args.html}")
-        path = write_report(args.html, DG, plan=plan, report=report, title=args.title)
+        path = write_report(args.html, DG, plan=plan, report=report, title=args.title,
+                            strategy=args.strategy, amount=args.amount, round_to=args.round_to)
     finally:
         progress.close()
     if report is not None:
@@ -542,9 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("report", help="write an HTML audit report of a prune",
-                       description="Write a standalone HTML report (graph, plan table, charts) "
-                                   "of a whole-model prune (dry run: --amount, --strategy, ...) "
-                                   "or of one plan (--layer and --idxs). Nothing is changed.")
+                       description="Write a one-file interactive HTML report (graph, plan "
+                                   "table, charts) of a whole-model prune (dry run: --amount, "
+                                   "--strategy, ...) or of one plan (--layer and --idxs). In "
+                                   "the page, a click on any layer shows the plan for the "
+                                   "channels --strategy picks at --amount, or for channels the "
+                                   "reader types. It opens offline. Nothing is changed.")
     common(p)
     prune_args(p)
     plan_args(p, required=False)

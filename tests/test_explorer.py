@@ -215,7 +215,7 @@ def test_export_round_trips(tmp_path):
     assert [s["idxs"] for s in data["steps"]] == [s.idxs for s in previewed.steps]
     ET.fromstring(out["svg"].read_text())
     html = out["report"].read_text()
-    assert '<table class="pe-plan">' in html and "Plotly.newPlot" in html
+    assert '<table class="pe-plan">' in html and 'id="pe-data"' in html  # interactive, offline
 
     ex.commit()
     out = ex.export(tmp_path / "committed")

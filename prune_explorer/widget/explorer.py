@@ -409,8 +409,9 @@ class Explorer:
     def export(self, directory) -> dict[str, pathlib.Path]:
         """Write ``plan.json`` (the previewed plan, else the last committed one),
         ``history.json`` (every commit), the model (``model.pt`` via torch.save, and a
-        ``model/`` folder via ``tp.save`` when available), ``graph.svg`` and the standalone
-        ``report.html``. Returns the paths by name."""
+        ``model/`` folder via ``tp.save`` when available), ``graph.svg`` and the interactive
+        one-file ``report.html`` (a click on a layer plans it at the current amount and
+        strategy). Returns the paths by name."""
         from ..viz.report import write_report
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -440,7 +441,9 @@ class Explorer:
         out["report"] = write_report(d / "report.html", self.DG, plan if self.plan is not None
                                      else None, report=self.report if self.mode == "model"
                                      else None, title=f"prune_explorer: {self.title}",
-                                     svg=self.svg, figures=self.figures(), history=history)
+                                     history=history, amount=self.controls.amount,
+                                     round_to=self.controls.round_to, strategy="l1" if
+                                     self.controls.strategy == "taylor" else self.controls.strategy)
         self.message = f"exported to {d}"
         self._emit("status")
         return out
