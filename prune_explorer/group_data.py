@@ -407,11 +407,20 @@ def _identity_classes(dg):
 
 def _reach(G: "DependencyGraph", seeds: Iterable[int]) -> set[int]:
     """Every vertex a plan from these seeds can touch: the closure of all their channels
-    (a subset of a seed's channels reaches a subset of it)."""
+    (a subset of a seed's channels reaches a subset of it). A seed whose every channel an
+    earlier closure already reached adds nothing: that closure is closed around it."""
     seen: set[int] = set()
+    full: set[int] = set()
     for v in dict.fromkeys(seeds):
+        if v in full:
+            continue
         cl = close(G.dg, {v: np.arange(G.dg.size[v], dtype=im.INDEX)})
-        seen.update(x for x in cl.order if cl.count(x))
+        for x in cl.order:
+            n = cl.count(x)
+            if n:
+                seen.add(x)
+                if n == G.dg.size[x]:
+                    full.add(x)
     return seen
 
 

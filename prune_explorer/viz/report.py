@@ -155,7 +155,8 @@ section h2 { font-size: 14px; margin: 0 0 8px 0; color: #334155; }
   border-width: 2px; border-style: solid; border-radius: 2px; }
 #pe-steps .pe-sw.pass { border-style: dashed; }
 #pe-steps .t { flex: 1 1 auto; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-#pe-steps .n { color: #64748b; font-variant-numeric: tabular-nums; }
+#pe-steps .n { flex: 0 0 auto; max-width: 140px; color: #64748b; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; font-variant-numeric: tabular-nums; }
 .pe-help { color: #64748b; font-size: 11px; margin-top: 14px; line-height: 1.5; }
 #pe-viewport { position: relative; height: 72vh; overflow: auto; border: 1px solid #e2e8f0;
   border-radius: 6px; background: #fff; cursor: grab; }

@@ -34,6 +34,7 @@
     }
     return text;
   }
+  const tail = (name, n) => (name.length <= n ? name : '…' + name.slice(name.length - n + 1));
   function parseIndices(text) {  // viz.dot.parse_indices
     const out = new Set();
     for (const part of text.trim().split(/[,\s;]+/)) {
@@ -207,7 +208,8 @@
     $('pe-steps').innerHTML = steps.length ? `<div style="cursor:default;color:#334155"><b>${steps.length} steps</b>` +
       '&nbsp;(layer · channels; click to find it)</div>' + steps.map((s) =>
       `<div data-target="${esc(s.nodes.length ? s.nodes[0] : s.target)}"><span class="pe-sw ${esc(s.role)}"></span>` +
-      `<span class="t" title="${esc(s.why)}">${esc(s.target)}</span><span class="n">${esc(idxText(s.idxs, 24))}</span></div>`).join('') : '';
+      `<span class="t" title="${esc(s.target)}: ${esc(s.why)}">${esc(tail(s.target, 38))}</span>` +
+      `<span class="n" title="${esc(idxText(s.idxs, 400))}">${esc(idxText(s.idxs, 18))}</span></div>`).join('') : '';
     $('pe-back').style.display = P.initial || P.whole ? '' : 'none';
   }
 
@@ -229,6 +231,20 @@
     state.message = plan && plan.error ? plan.error : '';
     renderPanel();
     state.ms = performance.now() - t0;
+    if (plan && !plan.error && !plan.problems.length) requestAnimationFrame(() => fitPlan(plan));
+  }
+  function fitPlan(plan) {
+    // the whole plan if it fits at a zoom whose labels still read; else the root and its
+    // nearest coupled layers
+    const els = [];
+    for (const s of plan.steps) {
+      const key = keyOf(s.nodes.length ? s.nodes[0] : s.target);
+      const g = drawn.get(key) || containers.get(key);
+      if (g && !els.includes(g)) els.push(g);
+    }
+    if (!els.length) return;
+    const need = zoomToFit(els);
+    fitTo(need >= 0.45 ? els : els.slice(0, 8), 0.45);
   }
   function select(layer) {
     const L = D.layers[layer];
@@ -286,8 +302,7 @@
     z = nz; svg.style.width = natW * z + 'px'; svg.style.height = natH * z + 'px';
     vp.scrollLeft = cx * f - vp.clientWidth / 2; vp.scrollTop = cy * f - vp.clientHeight / 2;
   }
-  function fitTo(els) {  // zoom and scroll so that these elements fill the view
-    if (!els.length) return;
+  function bbox(els) {  // in the SVG's own pixels at the current zoom
     const s = svg.getBoundingClientRect();
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const g of els) {
@@ -295,12 +310,21 @@
       x0 = Math.min(x0, r.left - s.left); y0 = Math.min(y0, r.top - s.top);
       x1 = Math.max(x1, r.right - s.left); y1 = Math.max(y1, r.bottom - s.top);
     }
-    const nz = Math.max(0.15, Math.min(1.3, z * Math.min((vp.clientWidth - 40) / (x1 - x0 + 1),
-                                                         (vp.clientHeight - 40) / (y1 - y0 + 1))));
+    return [x0, y0, x1, y1];
+  }
+  function zoomToFit(els) {
+    const [x0, y0, x1, y1] = bbox(els);
+    return z * Math.min((vp.clientWidth - 40) / (x1 - x0 + 1), (vp.clientHeight - 40) / (y1 - y0 + 1));
+  }
+  function fitTo(els, minZoom) {  // zoom and scroll so that these elements fill the view
+    if (!els.length) return;
+    const [x0, y0, x1, y1] = bbox(els);
+    const nz = Math.max(minZoom || 0.15, Math.min(1.3, zoomToFit(els)));
     const f = nz / z;
     z = nz; svg.style.width = natW * z + 'px'; svg.style.height = natH * z + 'px';
-    vp.scrollLeft = svg.offsetLeft + ((x0 + x1) / 2) * f - vp.clientWidth / 2;
-    vp.scrollTop = svg.offsetTop + ((y0 + y1) / 2) * f - vp.clientHeight / 2;
+    const s = svg.getBoundingClientRect(), v = vp.getBoundingClientRect();  // an <svg> has no offsetTop
+    vp.scrollLeft += s.left - v.left - vp.clientLeft + ((x0 + x1) / 2) * f - vp.clientWidth / 2;
+    vp.scrollTop += s.top - v.top - vp.clientTop + ((y0 + y1) / 2) * f - vp.clientHeight / 2;
   }
   function touchedEls() {
     return Array.from(svg.querySelectorAll('g.pe-root, g.pe-out, g.pe-in, g.pe-pass, g.pe-inside, g.pe-hot, g.pe-selected'));
@@ -314,7 +338,7 @@
   $('pe-zin').onclick = () => zoom(Math.min(4, z * 1.25));
   $('pe-zout').onclick = () => zoom(Math.max(0.05, z / 1.25));
   $('pe-fit').onclick = () => zoom(Math.min((vp.clientWidth - 20) / natW, (vp.clientHeight - 20) / natH, 1.5));
-  $('pe-fitplan').onclick = () => fitTo(touchedEls());
+  $('pe-fitplan').onclick = () => (state.plan && !state.plan.error ? fitPlan(state.plan) : fitTo(touchedEls()));
   vp.addEventListener('wheel', (ev) => {
     if (!(ev.ctrlKey || ev.metaKey)) return;
     ev.preventDefault(); zoom(Math.max(0.05, Math.min(4, z * (ev.deltaY < 0 ? 1.1 : 1 / 1.1))));
