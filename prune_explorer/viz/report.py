@@ -192,8 +192,11 @@ table.pe-groups td, table.pe-groups th { border-bottom: 1px solid #e2e8f0; paddi
 
 
 def _kpis(t: dict) -> str:
-    def pct(a, b):
-        return f"{100.0 * (a - b) / b:+.1f}%" if b else ""
+    def pct(a, b):  # a 0.03% change reads as such, not as -0.0%
+        if not b:
+            return ""
+        p = 100.0 * (a - b) / b
+        return f"{p:+.2f}%" if abs(p) < 1 else f"{p:+.1f}%"
     return (f'<div class="pe-kpi">params before<b>{human(t["params_before"])}</b>'
             f'{t["params_before"]:,}</div>'
             f'<div class="pe-kpi">params after<b>{human(t["params_after"])} '

@@ -123,7 +123,11 @@
       `<td class="num">${num(plan.params_removed)}</td><td class="num">${num(plan.macs_removed)}</td><td></td></tr></tfoot></table>`;
   }
   function kpisHtml(dp, dm) {
-    const t = P.totals, pct = (a, b) => (b ? `${(100 * (a - b) / b >= 0 ? '+' : '')}${(100 * (a - b) / b).toFixed(1)}%` : '');
+    const t = P.totals, pct = (a, b) => {  // as report._kpis: a 0.03% change reads as such
+      if (!b) return '';
+      const p = 100 * (a - b) / b;
+      return `${p >= 0 ? '+' : ''}${p.toFixed(Math.abs(p) < 1 ? 2 : 1)}%`;
+    };
     const pa = t.params - dp, ma = t.macs - dm;
     return `<div class="pe-kpi">params before<b>${human(t.params)}</b>${num(t.params)}</div>` +
       `<div class="pe-kpi">params after<b>${human(pa)} (${pct(pa, t.params)})</b>${num(pa)}</div>` +
@@ -235,7 +239,7 @@
   }
   function fitPlan(plan) {
     // the whole plan if it fits at a zoom whose labels still read; else the root and its
-    // nearest coupled layers
+    // nearest coupled layers (the rest: scroll, or "fit graph")
     const els = [];
     for (const s of plan.steps) {
       const key = keyOf(s.nodes.length ? s.nodes[0] : s.target);
@@ -244,7 +248,7 @@
     }
     if (!els.length) return;
     const need = zoomToFit(els);
-    fitTo(need >= 0.45 ? els : els.slice(0, 8), 0.45);
+    fitTo(need >= 0.6 ? els : els.slice(0, 8), 0.6, 1);
   }
   function select(layer) {
     const L = D.layers[layer];
@@ -316,10 +320,10 @@
     const [x0, y0, x1, y1] = bbox(els);
     return z * Math.min((vp.clientWidth - 40) / (x1 - x0 + 1), (vp.clientHeight - 40) / (y1 - y0 + 1));
   }
-  function fitTo(els, minZoom) {  // zoom and scroll so that these elements fill the view
+  function fitTo(els, minZoom, maxZoom) {  // zoom and scroll so that these elements fill the view
     if (!els.length) return;
     const [x0, y0, x1, y1] = bbox(els);
-    const nz = Math.max(minZoom || 0.15, Math.min(1.3, zoomToFit(els)));
+    const nz = Math.max(minZoom || 0.15, Math.min(maxZoom || 1.3, zoomToFit(els)));
     const f = nz / z;
     z = nz; svg.style.width = natW * z + 'px'; svg.style.height = natH * z + 'px';
     const s = svg.getBoundingClientRect(), v = vp.getBoundingClientRect();  // an <svg> has no offsetTop
