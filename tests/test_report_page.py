@@ -22,7 +22,7 @@ from torch import nn
 import prune_explorer as tp
 from prune_explorer.errors import PruningError
 from prune_explorer.group_data import decode_indices
-from prune_explorer.viz.dot import idx_text
+from prune_explorer.viz.dot import idx_text, parse_indices
 from prune_explorer.viz.report import write_report
 from jupyter_harness import browser, chromium_path
 
@@ -230,7 +230,6 @@ def click_and_type(chromium, reports, name, node, typed, policy, shot):
         page.fill("#pe-idx", typed)
         page.press("#pe-idx", "Enter")
         page.wait_for_function("(t) => PE.state.typed === t", arg=typed)
-        from prune_explorer.viz.dot import parse_indices
         typed_plan = DG.get_pruning_plan(layer, "out", parse_indices(typed), strict=False,
                                          policy=policy)
         check_dom(page, DG, typed_plan)
