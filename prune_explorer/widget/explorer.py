@@ -32,6 +32,7 @@ from torch import nn
 from ..dependency import DependencyGraph
 from ..errors import PruningError
 from ..graph import NODE_LAYER
+from ..viz.boxes import element_boxes, plan_fit
 from ..viz.dot import DEFAULT_BUDGET, GraphView, Layout, highlight_svg, idx_text, parse_indices
 
 _UNSET = object()
@@ -135,9 +136,11 @@ class Explorer:
         self._view: GraphView | None = None
         self._view_version = -1
         self._layout: Layout | None = None
+        self._boxes: dict | None = None
         self._spec: dict = {}
         self._heat: dict[str, float] | None = None
         self._widget = None
+        self._canvas = None
         self.focused: str | None = None
         self.coupling_spec: dict = {}
         self._relayout(reset=True)
@@ -175,6 +178,7 @@ class Explorer:
             state.collapsed &= set(view.subtree)
             state.folded &= set(view.folds)
         self._layout = view.layout(state)
+        self._boxes = None
         self.timings["last_render"] = self._layout.seconds
         self._refresh_highlight()
         self._emit("layout")
@@ -233,11 +237,29 @@ class Explorer:
     def highlight_spec(self) -> dict:
         return self._spec
 
+    @property
+    def boxes(self) -> dict[str, tuple[float, float, float, float]]:
+        """Drawn element -> its box in the SVG's viewBox units (``viz.boxes``)."""
+        if self._boxes is None:
+            self._boxes = element_boxes(self._layout.svg)
+        return self._boxes
+
+    def plan_box(self) -> dict | None:
+        """What "fit plan" shows: ``{"root": box, "steps": [...]}``, the root's box and the
+        growing boxes of the root and its nearest coupled layers, the last the whole plan
+        (viewBox units; None without a layer plan)."""
+        return self._spec.get("fit")
+
+    def _highlight(self, highlighted, heat=None) -> dict:
+        spec = self.view.highlight_spec(self._layout, highlighted, heat)
+        if self.mode == "layer" and spec["active"]:
+            spec["fit"] = plan_fit(self.boxes, spec)
+        return spec
+
     def _refresh_highlight(self) -> None:
         plan = self.plan
-        self._spec = self.view.highlight_spec(
-            self._layout, plan.highlighted if plan is not None else None,
-            self._heat if self.mode == "model" else None)
+        self._spec = self._highlight(plan.highlighted if plan is not None else None,
+                                     self._heat if self.mode == "model" else None)
 
     # ---- the twin API -------------------------------------------------------------------------
     @property
@@ -610,8 +632,7 @@ class Explorer:
                                              list(range(1, size)), strict=False)
         except (PruningError, ValueError):
             return
-        spec = self.view.highlight_spec(
-            self._layout, {k: h["role"] for k, h in probe.highlighted.items()})
+        spec = self._highlight({k: h["role"] for k, h in probe.highlighted.items()})
         spec["pending"] = True
         self.coupling_spec = spec
         self._emit("coupling")
@@ -677,6 +698,16 @@ class Explorer:
         self._emit("plan")
 
     # ---- display ------------------------------------------------------------------------------
+    @property
+    def canvas(self):
+        """The graph canvas (an anywidget) kept in step with this explorer: a click in it
+        previews that layer's plan. Every front-end shows this one (marimo:
+        ``mo.ui.anywidget(ex.canvas)``)."""
+        if self._canvas is None:
+            from .canvas import CanvasBinding
+            self._canvas = CanvasBinding(self).canvas
+        return self._canvas
+
     @property
     def widget(self):
         """The ipywidgets UI (built on first use)."""
