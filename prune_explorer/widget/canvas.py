@@ -40,11 +40,25 @@ class GraphCanvas(anywidget.AnyWidget):
 
 
 class HtmlPane(anywidget.AnyWidget):
-    """HTML that Python replaces (for front-ends without ipywidgets' own HTML widget)."""
+    """HTML that Python replaces: the plan pane of front-ends that show anywidgets but not
+    ipywidgets' own controls (marimo)."""
     _esm = ("export default { render({ model, el }) {"
             " const show = () => { el.innerHTML = model.get('html'); };"
             " model.on('change:html', show); show(); } };")
     html = t.Unicode("").tag(sync=True)
+
+
+def plan_pane(ex) -> HtmlPane:
+    """An ``HtmlPane`` showing ``panels.plan_panel_html(ex)``, kept in step."""
+    from . import panels
+    pane = HtmlPane()
+
+    def sync(what: str = "plan") -> None:
+        if what in ("plan", "status", "history", "layout"):
+            pane.html = panels.plan_panel_html(ex)
+    ex.on_change(sync)
+    sync()
+    return pane
 
 
 class CanvasBinding:

@@ -141,6 +141,7 @@ class Explorer:
         self._heat: dict[str, float] | None = None
         self._widget = None
         self._canvas = None
+        self._pane = None
         self.focused: str | None = None
         self.coupling_spec: dict = {}
         self._relayout(reset=True)
@@ -718,9 +719,24 @@ class Explorer:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget.root._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):  # front-ends without widgets: say what this is
-            bundle["text/plain"] = repr(self) + " (run the cell in JupyterLab to explore)"
+        if isinstance(bundle, dict):  # front-ends without widgets show this line instead
+            bundle["text/plain"] = self.text_line()
         return bundle
+
+    def text_line(self) -> str:
+        """What a front-end that cannot show widgets (a terminal, a notebook without the
+        widget manager) prints instead of an empty output: one line that says so."""
+        return (f"{self!r}: an interactive widget this front-end cannot show; open it in "
+                f"JupyterLab, VS Code or marimo, or run `prune-explorer explore MODEL`")
+
+    def _display_(self):
+        """marimo: the graph and a live plan pane (marimo renders anywidgets, not ipywidgets'
+        controls; notebooks/explore_marimo.py adds controls and charts)."""
+        import marimo as mo
+        if self._pane is None:
+            from .canvas import plan_pane
+            self._pane = plan_pane(self)
+        return mo.vstack([mo.ui.anywidget(self.canvas), mo.ui.anywidget(self._pane)])
 
     def default_ignored(self) -> list[str]:
         """The classifier: the last layer of the graph (its outputs are the model's)."""

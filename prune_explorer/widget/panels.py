@@ -11,6 +11,31 @@ from ..viz.dot import human
 from ..viz.report import plan_table_html
 
 _e = html.escape
+PANEL_CSS = """
+.pe-ui { font-family: Helvetica, Arial, sans-serif; }
+.pe-ui .pe-header { align-items: center; gap: 8px; }
+.pe-ui .pe-title { font-size: 14px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.pe-ui .pe-header .widget-button { width: auto; padding: 0 14px; }
+.pe-ui .pe-title b { color: #0f172a; }
+.pe-ui .pe-status { font-size: 12px; color: #334155; min-height: 18px; }
+.pe-ui .pe-status .pe-err { color: #b91c1c; }
+.pe-ui .pe-panel { border: 1px solid #e2e8f0; border-radius: 8px; padding: 8px 10px;
+  background: #fff; }
+.pe-ui .pe-panel h4 { margin: 6px 0 4px 0; font-size: 12px; color: #475569;
+  text-transform: uppercase; letter-spacing: .04em; }
+.pe-ui .widget-html-content { line-height: 1.45; }
+.pe-ui .pe-details { font-size: 12px; }
+.pe-ui .pe-details > .widget-html-content > div { margin: 1px 0; }
+.pe-ui .pe-details code { font-size: 11px; color: #334155; word-break: break-all; }
+.pe-ui .pe-summary { font-size: 12px; line-height: 1.5; }
+.pe-ui .pe-summary .pe-big { font-size: 15px; font-weight: 700; }
+.pe-ui .pe-tablebox { max-height: 300px; overflow: auto; border: 1px solid #e2e8f0;
+  border-radius: 8px; }
+.pe-ui .pe-empty { color: #64748b; padding: 10px; font-size: 12px; }
+.pe-ui .pe-problems { background: #fef2f2; color: #991b1b; padding: 6px 10px; font-size: 12px; }
+.pe-ui .pe-history { font-size: 11.5px; color: #334155; }
+"""
 MACS_TIP = "multiply-accumulates; FLOPs ≈ 2 × MACs"
 
 
@@ -96,3 +121,23 @@ def table_html(ex) -> str:
     return plan_table_html(ex.plan, limit=None,
                            empty="No plan previewed: click a layer in the graph (or preview "
                                  "the whole model).")
+
+
+def styled(*parts: str) -> str:
+    """Panels for a front-end that shows plain HTML (marimo's ``mo.Html``): the same look as
+    in JupyterLab."""
+    from ..viz.report import css
+    return (f"<style>{css()}\n{PANEL_CSS}</style><div class='pe-ui'>" + "".join(parts)
+            + "</div>")
+
+
+def plan_panel_html(ex) -> str:
+    """Status, layer facts and plan summary beside the plan table, styled: what a front-end
+    without ipywidgets (marimo) shows under the graph."""
+    side = f"<div class='pe-details'>{details_html(ex)}</div>" \
+           f"<div class='pe-summary'>{summary_html(ex)}</div>{history_html(ex)}"
+    return styled(f"<div class='pe-status'>{status_html(ex)}</div>",
+                  "<div style='display:flex;gap:10px;align-items:flex-start'>"
+                  f"<div class='pe-panel' style='flex:0 0 320px'>{side}</div>"
+                  f"<div class='pe-tablebox' style='flex:1 1 0;min-width:0'>{table_html(ex)}"
+                  "</div></div>")

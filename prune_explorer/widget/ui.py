@@ -16,31 +16,7 @@ from ..viz.dot import idx_text
 from . import panels
 from .explorer import POLICIES, STRATEGY_LABELS
 
-_PANEL_CSS = """<style>
-.pe-ui { font-family: Helvetica, Arial, sans-serif; }
-.pe-ui .pe-header { align-items: center; gap: 8px; }
-.pe-ui .pe-title { font-size: 14px; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }
-.pe-ui .pe-header .widget-button { width: auto; padding: 0 14px; }
-.pe-ui .pe-title b { color: #0f172a; }
-.pe-ui .pe-status { font-size: 12px; color: #334155; min-height: 18px; }
-.pe-ui .pe-status .pe-err { color: #b91c1c; }
-.pe-ui .pe-panel { border: 1px solid #e2e8f0; border-radius: 8px; padding: 8px 10px;
-  background: #fff; }
-.pe-ui .pe-panel h4 { margin: 6px 0 4px 0; font-size: 12px; color: #475569;
-  text-transform: uppercase; letter-spacing: .04em; }
-.pe-ui .widget-html-content { line-height: 1.45; }
-.pe-ui .pe-details { font-size: 12px; }
-.pe-ui .pe-details > .widget-html-content > div { margin: 1px 0; }
-.pe-ui .pe-details code { font-size: 11px; color: #334155; word-break: break-all; }
-.pe-ui .pe-summary { font-size: 12px; line-height: 1.5; }
-.pe-ui .pe-summary .pe-big { font-size: 15px; font-weight: 700; }
-.pe-ui .pe-tablebox { max-height: 300px; overflow: auto; border: 1px solid #e2e8f0;
-  border-radius: 8px; }
-.pe-ui .pe-empty { color: #64748b; padding: 10px; font-size: 12px; }
-.pe-ui .pe-problems { background: #fef2f2; color: #991b1b; padding: 6px 10px; font-size: 12px; }
-.pe-ui .pe-history { font-size: 11.5px; color: #334155; }
-</style>"""
+
 
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -197,7 +173,7 @@ class ExplorerUI:
         charts = W.Box(shown,
                        layout=W.Layout(display="flex", flex_flow="row wrap", gap="6px 10px",
                                        margin="10px 0 0 0"))
-        self.root = W.VBox([W.HTML(_PANEL_CSS), header, self.status,
+        self.root = W.VBox([W.HTML(f"<style>{panels.PANEL_CSS}</style>"), header, self.status,
                             W.HBox([canvas_box, panel], layout=W.Layout(gap="8px")),
                             W.HTML("<h4 style='margin:10px 0 4px 0;font:600 12px Helvetica;"
                                    "color:#475569'>PLAN</h4>"),
