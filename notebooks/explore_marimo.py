@@ -61,8 +61,8 @@ def _(commit, controls, ex, graph, mo, panels, undo, whole):
             ex.undo()
     except Exception as exc:  # shown in the status line
         ex.error = f"{type(exc).__name__}: {exc}"
-    mo.vstack([mo.Html(panels.plan_panel_html(ex)), ex.figures(("plan",))["plan"],
-               ex.importance_figure()])
+    _figs = ex.figures(("plan", "detail"))  # detail: channel importance, or whole-model losses
+    mo.vstack([mo.Html(panels.plan_panel_html(ex)), _figs["plan"], _figs["detail"]])
     return
 
 

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import webbrowser
-from typing import Callable
 
 # the kernel's cell; the arguments are Python literals (repr)
 CELL = """import os
@@ -85,16 +84,19 @@ def show(spec: str, input_shape: str | None = None, seed: int = 0):
 
 # ---- the served notebook ---------------------------------------------------------------------
 def notebook(spec: str, input_shape: str | None = None, seed: int = 0,
-             cwd: str | os.PathLike | None = None) -> dict:
+             cwd: str | os.PathLike | None = None, code: str | None = None) -> dict:
     """The notebook Voilà serves (nbformat 4, as a dict). A file spec's path is made absolute:
     the kernel starts in the notebook's temporary folder, then moves to ``cwd`` (where
-    Export writes, and where the user started the command)."""
+    Export writes, and where the user started the command). ``code``: a cell of your own
+    instead (it must display an Explorer)."""
     cwd = str(pathlib.Path(cwd or os.getcwd()).resolve())
     path, sep, attr = spec.rpartition(":")
     if sep and path.endswith(".py"):
         spec = f"{pathlib.Path(cwd, path).resolve()}:{attr}"
     source = CELL.format(cwd=repr(cwd), spec=repr(spec), shape=repr(input_shape),
                          seed=int(seed))
+    if code is not None:
+        source = f"import os\nos.chdir({cwd!r})\n{code}"
     return {"nbformat": 4, "nbformat_minor": 5,
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                         "language": "python"},
@@ -135,9 +137,9 @@ class Server:
     (its kernels too) on exit and removes the temporary folder."""
 
     def __init__(self, spec: str, input_shape: str | None = None, seed: int = 0,
-                 port: int = 0, host: str = "127.0.0.1", log: Callable[[str], None] | None = None):
+                 port: int = 0, host: str = "127.0.0.1", code: str | None = None):
         require_voila()
-        self.spec, self.input_shape, self.seed = spec, input_shape, seed
+        self.spec, self.input_shape, self.seed, self.code = spec, input_shape, seed, code
         self.host = host
         self.port = port or free_port(host)
         self.token = secrets.token_urlsafe(16)
@@ -145,7 +147,6 @@ class Server:
         self._tmp = tempfile.TemporaryDirectory(prefix="pe-app-")
         self.log_path = pathlib.Path(self._tmp.name) / "voila.log"
         self._log = None
-        self.say = log or (lambda s: None)
 
     @property
     def url(self) -> str:
@@ -154,8 +155,8 @@ class Server:
     def __enter__(self) -> "Server":
         tmp = pathlib.Path(self._tmp.name)
         nb_path = tmp / (page_name(self.spec) + ".ipynb")
-        nb_path.write_text(json.dumps(notebook(self.spec, self.input_shape, self.seed),
-                                      indent=1))
+        nb_path.write_text(json.dumps(notebook(self.spec, self.input_shape, self.seed,
+                                               code=self.code), indent=1))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         src = pathlib.Path(__file__).resolve().parents[2]
         if (src / "pyproject.toml").exists():  # a source checkout: the kernel imports this copy

@@ -168,13 +168,15 @@ function render({ model, el }) {
 
   function drawLegend(heat, active, pending) {
     let html = "";
-    for (const [r, t] of Object.entries(ROLE_TEXT)) html += `<span><span class="pe-sw ${r}"></span>${t}</span>`;
-    if (heat) {
+    if (heat) {  // whole-model mode: one scale, the roles do not apply
       const stops = (model.get("heat_stops") || []).map(([f, c]) => `${c} ${Math.round(f * 100)}%`).join(", ");
-      html += `<span>params removed 0%<span class="pe-heatbar" style="background:linear-gradient(90deg, ${stops})"></span>100%</span>`;
+      html += `<span>share of each layer's params removed: 0%<span class="pe-heatbar" style="background:linear-gradient(90deg, ${stops})"></span>100%</span>`;
+      html += `<span class="pe-hint">click a layer to see one plan</span>`;
+    } else {
+      for (const [r, t] of Object.entries(ROLE_TEXT)) html += `<span><span class="pe-sw ${r}"></span>${t}</span>`;
+      if (pending) html += `<span class="pe-hint">scoring channels…</span>`;
+      else if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
     }
-    if (pending) html += `<span class="pe-hint">scoring channels…</span>`;
-    else if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
     legend.innerHTML = html;
   }
 

@@ -543,17 +543,22 @@ class Explorer:
 
     def figures(self, which: Iterable[str] | None = None) -> dict:
         """The plotly figures of the current state: params, macs, totals (and "plan", the
-        three side by side), importance, sensitivity."""
+        three side by side), importance, losses (the layers a whole-model preview cuts
+        most), "detail" (importance for a layer, losses for the whole model) and
+        sensitivity."""
         from ..viz import charts
         want = set(which) if which is not None else {"params", "macs", "totals", "plan",
-                                                      "importance", "sensitivity"}
+                                                      "importance", "losses", "detail",
+                                                      "sensitivity"}
         rows = charts.layer_rows(self.DG, self.plan)
         t = charts.totals(self.DG, self.plan)
+        losses = lambda: charts.losses_figure(rows)  # noqa: E731
         makers = {"params": lambda: charts.params_figure(rows),
                   "macs": lambda: charts.macs_figure(rows),
                   "totals": lambda: charts.totals_figure(t),
                   "plan": lambda: charts.plan_figure(rows, t),
-                  "importance": self.importance_figure}
+                  "importance": self.importance_figure, "losses": losses,
+                  "detail": losses if self.mode == "model" else self.importance_figure}
         figs = {k: f() for k, f in makers.items() if k in want}
         if "sensitivity" in want and self.sensitivity_results:
             figs["sensitivity"] = charts.sensitivity_figure(self.sensitivity_results)

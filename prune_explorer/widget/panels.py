@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 
+from ..viz.charts import MACS_HOVER, pct
 from ..viz.dot import human
 from ..viz.report import plan_table_html
 
@@ -30,13 +31,16 @@ PANEL_CSS = """
 .pe-ui .pe-details code { font-size: 11px; color: #334155; word-break: break-all; }
 .pe-ui .pe-summary { font-size: 12px; line-height: 1.5; }
 .pe-ui .pe-summary .pe-big { font-size: 15px; font-weight: 700; }
-.pe-ui .pe-tablebox { max-height: 300px; overflow: auto; border: 1px solid #e2e8f0;
-  border-radius: 8px; }
+.pe-ui .pe-tablebox { border: 1px solid #e2e8f0; border-radius: 8px; overflow: hidden; }
+.pe-ui .pe-tablescroll { max-height: 340px; overflow: auto; }
+.pe-ui table.pe-plan td.idx { white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+  max-width: 300px; }
+.pe-ui table.pe-plan tr:hover td.idx { white-space: normal; word-break: break-word; }
 .pe-ui .pe-empty { color: #64748b; padding: 10px; font-size: 12px; }
 .pe-ui .pe-problems { background: #fef2f2; color: #991b1b; padding: 6px 10px; font-size: 12px; }
 .pe-ui .pe-history { font-size: 11.5px; color: #334155; }
 """
-MACS_TIP = "multiply-accumulates; FLOPs ≈ 2 × MACs"
+MACS_TIP = MACS_HOVER
 
 
 def title_html(ex) -> str:
@@ -91,20 +95,6 @@ def summary_html(ex) -> str:
             + ("" if t["valid"] else "<div style='color:#b91c1c'>cannot run: see status</div>"))
 
 
-def pct(p: float) -> str:
-    """A share that never reads 0.0% when something is removed: 0.2%, 0.04%, 12.5%."""
-    if p == 0:
-        return "0%"
-    if abs(p) >= 1:
-        return f"{p:.1f}%"
-    digits = 1
-    while round(abs(p), digits) == 0 and digits < 3:
-        digits += 1
-    if round(abs(p), digits) == 0:
-        return "<0.001%" if p > 0 else ">-0.001%"
-    return f"{p:.{digits}f}%"
-
-
 def history_html(ex) -> str:
     items = "".join(f"<li>{_e(h.description)}</li>" for h in ex.history)
     return (f"<h4>History</h4><ol style='margin:0 0 0 16px;padding:0'>{items}</ol>"
@@ -118,9 +108,12 @@ def status_html(ex) -> str:
 
 
 def table_html(ex) -> str:
-    return plan_table_html(ex.plan, limit=None,
-                           empty="No plan previewed: click a layer in the graph (or preview "
-                                 "the whole model).")
+    """The plan table (one row per step), in a scroll box that each new plan replaces, so
+    a new plan's table always opens at its first row (hover a row for all its indices)."""
+    table = plan_table_html(ex.plan, limit=None,
+                            empty="No plan previewed: click a layer in the graph (or preview "
+                                  "the whole model).")
+    return f"<div class='pe-tablescroll'>{table}</div>"
 
 
 def styled(*parts: str) -> str:

@@ -36,6 +36,8 @@ def _chart(fig, width: int, height: int = 320):
 
 def _set_fig(out, fig):
     width, height = out._pe_size
+    height = max(height, int(fig.layout.height or 0))  # a long list asks for more room
+    out.layout.height = f"{height + 8}px"
     fig = fig.update_layout(width=width, height=height, autosize=False)
     spec = json.loads(fig.to_json())
     spec["config"] = {"displaylogo": False, "responsive": False}
@@ -162,9 +164,9 @@ class ExplorerUI:
         # ---- table and charts
         self.table = W.HTML()
         self.table.add_class("pe-tablebox")
-        figs = ex.figures(("plan", "importance"))
+        figs = ex.figures(("plan", "detail"))
         self.fig_plan = _chart(figs["plan"], 1160)
-        self.fig_importance = _chart(figs["importance"], 700)
+        self.fig_importance = _chart(figs["detail"], 760)
         from ..viz.charts import sensitivity_figure
         self.fig_sensitivity = _chart(sensitivity_figure(ex.sensitivity_results), 440)
         shown = [self.fig_plan, self.fig_importance]
@@ -252,9 +254,9 @@ class ExplorerUI:
         self._sync_status()
 
     def _sync_charts(self) -> None:
-        figs = self.ex.figures(("plan", "importance"))
+        figs = self.ex.figures(("plan", "detail"))
         _set_fig(self.fig_plan, figs["plan"])
-        _set_fig(self.fig_importance, figs["importance"])
+        _set_fig(self.fig_importance, figs["detail"])
 
     def _sync_history(self) -> None:
         self.undo_btn.disabled = not self.ex.history
