@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   bash run.sh explore   set up everything, then open the explorer (JupyterLab) on resnet18
+#   bash run.sh explore   set up everything, then open the explorer on resnet18 (a page of its
+#                         own; `explore MODEL` for another model, `explore lab` for JupyterLab)
 #   bash run.sh test      set up everything, then run the whole test suite
 #   bash run.sh setup     only set up (.venv with pinned torch, the package, Debian packages)
 set -euo pipefail
@@ -43,24 +44,31 @@ case "${1:-explore}" in
     setup ;;
   explore)
     setup
-    # start the notebook's kernel without asking, and open it (a browser if there is a screen)
+    shift || true
+    # JupyterLab from this venv starts kernels without asking and never covers the explorer
+    # with its news / update pop-up
     mkdir -p "$VENV/share/jupyter/lab/settings"
-    echo '{"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": true}}' \
-      > "$VENV/share/jupyter/lab/settings/overrides.json"
-    browser=--no-browser
-    [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && browser=""
-    if [ -f notebooks/explore.ipynb ]; then
-      echo "== opening the explorer: run the first cell, then click a layer"
+    cat > "$VENV/share/jupyter/lab/settings/overrides.json" <<'JSON'
+{"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": true},
+ "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
+JSON
+    if [ "${1:-}" = lab ]; then  # bash run.sh explore lab: the notebook in JupyterLab
+      browser=--no-browser
+      [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && browser=""
+      echo "== opening notebooks/explore.ipynb in JupyterLab: run its cell, then click a layer"
       exec jupyter lab $browser --ip=127.0.0.1 --port="${PORT:-8888}" --allow-root \
         --ServerApp.root_dir="$PWD" notebooks/explore.ipynb
-    else
-      exec python -m prune_explorer.cli plan torchvision:resnet18 --layer conv1 --idxs 2,6,9
-    fi ;;
+    fi
+    # the explorer as a page of its own (Voilà): no notebook to run; a window when there is a
+    # screen, else the URL to open. bash run.sh explore MODEL for another model.
+    echo "== opening the explorer on ${1:-torchvision:resnet18}"
+    exec python -m prune_explorer.cli explore "${1:-torchvision:resnet18}" \
+      ${PORT:+--port "$PORT"} ;;
   test)
     setup
     apt_install chromium chromium chromium-driver
     shift || true
     exec python -m pytest -q "$@" ;;
   *)
-    echo "usage: bash run.sh [explore|test|setup]" >&2; exit 2 ;;
+    echo "usage: bash run.sh [explore [MODEL|lab]|test|setup]" >&2; exit 2 ;;
 esac

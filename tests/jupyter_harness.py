@@ -37,6 +37,12 @@ def chromium_path() -> str | None:
     return None
 
 
+def run_sh_overrides() -> dict:
+    """The JupyterLab ``overrides.json`` that ``bash run.sh explore`` writes."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "run.sh").read_text()
+    return json.loads(text.split("<<'JSON'\n", 1)[1].split("\nJSON", 1)[0])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,13 +67,12 @@ class JupyterLab:
     def __enter__(self) -> "JupyterLab":
         tmp = pathlib.Path(self._tmp.name)
         settings = tmp / "settings"
-        (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-        (settings / "@jupyterlab" / "apputils-extension" /
-         "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
-        (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
-         ).write_text(json.dumps({"autoStartDefaultKernel": True}))
+        settings.mkdir()
+        # JupyterLab's settings as bash run.sh writes them (kernels start without a dialog, no
+        # news / update toast): the test checks that what users get is enough
+        app_settings = tmp / "app_settings"
+        app_settings.mkdir()
+        (app_settings / "overrides.json").write_text(json.dumps(run_sh_overrides()))
         env = dict(os.environ)
         env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
                    PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
@@ -76,9 +81,9 @@ class JupyterLab:
                "--ip=127.0.0.1", f"--port={self.port}", f"--ServerApp.token={self.token}",
                f"--ServerApp.root_dir={self.root_dir}", "--ServerApp.port_retries=0",
                f"--LabApp.user_settings_dir={settings}",
+               f"--LabApp.app_settings_dir={app_settings}",
                f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.expose_app_in_browser=True"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      cwd=str(self.root_dir), start_new_session=True)

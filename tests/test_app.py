@@ -304,3 +304,14 @@ def test_server_binds_localhost_and_stops_with_its_kernels():
     assert proc.poll() is not None
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2)
+
+
+def test_setup_turns_off_jupyterlabs_news_popup():
+    """The JupyterLab settings run.sh writes: kernels start without a dialog, and the news /
+    update toast (it covers the explorer) never shows (tests/test_browser.py runs JupyterLab
+    with exactly these and checks that no toast appears)."""
+    from jupyter_harness import run_sh_overrides
+    overrides = run_sh_overrides()
+    assert overrides["@jupyterlab/apputils-extension:notification"] == \
+        {"fetchNews": "false", "checkForUpdates": False}
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["autoStartDefaultKernel"]

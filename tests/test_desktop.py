@@ -26,7 +26,7 @@ if chromium_path() is None:
                 "browser test needs Debian's Chromium", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if importlib.util.find_spec("voila") is None:
-    pytest.skip("voila is not installed (pip install 'prune_explorer[app]')",
+    pytest.skip("voila is not installed (pip install 'prune_explorer[explorer]')",
                 allow_module_level=True)
 pytest.importorskip("torchvision")
 

@@ -25,7 +25,7 @@ if chromium_path() is None:
                 "needs Debian's Chromium", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if importlib.util.find_spec("marimo") is None:
-    pytest.skip("marimo is not installed (pip install 'prune_explorer[app]')",
+    pytest.skip("marimo is not installed (pip install 'prune_explorer[marimo]')",
                 allow_module_level=True)
 tv = pytest.importorskip("torchvision")
 

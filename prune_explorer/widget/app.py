@@ -128,7 +128,7 @@ def voila_command(nb_path: pathlib.Path, port: int, token: str, host: str = "127
 def require_voila() -> None:
     import importlib.util
     if importlib.util.find_spec("voila") is None:
-        raise AppError("the desktop explorer needs Voilà: pip install 'prune_explorer[app]' "
+        raise AppError("the desktop explorer needs Voilà: pip install 'prune_explorer[explorer]' "
                        "(or pip install voila)")
 
 
