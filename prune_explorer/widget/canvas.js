@@ -57,7 +57,7 @@ function render({ model, el }) {
   let matches = [], matchAt = -1, lastQuery = "";
   let fittedFor = "";      // the root whose plan the view was last brought to
   const UNIT = 96 / 72;    // px per viewBox unit at zoom 1 (Graphviz draws in points)
-  const MIN_AUTO_ZOOM = 0.5;  // an automatic fit never zooms out further: labels stay legible
+  const MIN_AUTO_ZOOM = 0.6;  // an automatic fit never zooms out further: labels stay legible
 
   function keyOf(g) {
     if (g.hasAttribute("data-node")) return g.getAttribute("data-node");
