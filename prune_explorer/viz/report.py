@@ -74,7 +74,8 @@ def plan_table_html(plan, limit: int | None = None, empty: str = "No plan previe
         problems = f'<div class="pe-problems"><b>This plan cannot run:</b><ul>{items}</ul></div>'
     return (f'{problems}<table class="pe-plan"><thead><tr><th>#</th><th>layer</th><th>role</th>'
             f'<th>function</th><th>indices</th><th>n</th><th>params removed</th>'
-            f'<th>FLOPs (MACs) removed</th><th>why coupled</th></tr></thead><tbody>'
+            f'<th title="multiply-accumulates; FLOPs ≈ 2 × MACs">MACs removed</th>'
+            f'<th>why coupled</th></tr></thead><tbody>'
             + "".join(rows) + f'</tbody><tfoot>{more}<tr><td></td><td>total</td><td></td><td></td>'
             f'<td></td><td></td><td class="num">{plan.params_removed:,}</td>'
             f'<td class="num">{plan.macs_removed:,}</td><td></td></tr></tfoot></table>')
