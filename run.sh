@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   bash run.sh explore [MODEL]  set up, then open the explorer on a model (default resnet18)
+#   bash run.sh explore [MODEL]  set up, then open the explorer on a model (default resnet18) as
+#                                a page of its own (`explore lab`: the notebook in JupyterLab)
 #   bash run.sh test [--all]     set up, then run the tests (--all: also the slow ones, as CI)
 #   bash run.sh cli ARGS...      the `prune-explorer` command, from the project's venv
 #   bash run.sh setup            only set up (.venv with pinned torch, the package, Debian packages)
@@ -74,18 +75,27 @@ case "${1:-explore}" in
     exec python -m prune_explorer.cli "$@" ;;
   explore)
     setup explorer,zoo,cli
-    # start the notebook's kernel without asking, and keep JupyterLab's news pop-up away
+    shift || true
+    # JupyterLab from this venv starts kernels without asking and never covers the explorer
+    # with its news / update pop-up
     mkdir -p "$VENV/share/jupyter/lab/settings"
     cat > "$VENV/share/jupyter/lab/settings/overrides.json" <<'JSON'
 {"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": true},
  "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 JSON
-    browser=--no-browser
-    [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && browser=""
-    echo "== opening the explorer: run the first cell, then click a layer"
+    if [ "${1:-}" = lab ]; then  # bash run.sh explore lab: the notebook in JupyterLab
+      browser=--no-browser
+      [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && browser=""
+      echo "== opening notebooks/explore.ipynb in JupyterLab: run its cell, then click a layer"
+      exec jupyter lab $browser --ip=127.0.0.1 --port="${PORT:-8888}" --allow-root \
+        --ServerApp.root_dir="$PWD" notebooks/explore.ipynb
+    fi
+    # the explorer as a page of its own (Voilà): no notebook to run; a window when there is a
+    # screen, else the URL to open
+    echo "== opening the explorer on ${1:-torchvision:resnet18} (Ctrl-C stops it)"
     echo "   (the command line is \`bash run.sh cli --help\`, or \`. .venv/bin/activate\` then \`prune-explorer\`)"
-    exec jupyter lab $browser --ip=127.0.0.1 --port="${PORT:-8888}" --allow-root \
-      --ServerApp.root_dir="$PWD" notebooks/explore.ipynb ;;
+    exec python -m prune_explorer.cli explore "${1:-torchvision:resnet18}" \
+      ${PORT:+--port "$PORT"} ;;
   test)
     setup explorer,zoo,cli,test,bench
     apt_install chromium chromium
@@ -99,5 +109,5 @@ JSON
     fi
     exec python -m pytest -q -rs -n "${PE_WORKERS:-2}" "${args[@]}" "$@" ;;
   *)
-    echo "usage: bash run.sh [explore|test [--all]|cli ARGS|setup]" >&2; exit 2 ;;
+    echo "usage: bash run.sh [explore [MODEL|lab]|test [--all]|cli ARGS|setup]" >&2; exit 2 ;;
 esac

@@ -22,16 +22,30 @@ def blocks(text: str) -> list[tuple[str, str]]:
 def readme_script(text: str) -> str:
     """The python blocks, with the CLI lines of bash blocks run in place (`bash run.sh ...`
     lines are the set-up itself and are checked on a fresh clone, not here)."""
-    parts = ["import shlex as _shlex, subprocess as _sp"]
+    parts = ["import shlex as _shlex, subprocess as _sp", SERVE]
     for lang, body in blocks(text):
         if lang == "python":
             parts.append(body)
         elif lang == "bash":
             for line in body.splitlines():
                 cmd = line.split("  #")[0].strip()
-                if cmd.startswith("prune-explorer "):
+                if cmd.startswith("prune-explorer explore "):  # a server: up, then Ctrl-C
+                    parts.append(f"_serve({cmd!r})")
+                elif cmd.startswith("prune-explorer "):
                     parts.append(f"_sp.run(_shlex.split({cmd!r}), check=True)")
     return "\n".join(parts)
+
+
+SERVE = """def _serve(cmd):
+    import signal
+    p = _sp.Popen(_shlex.split(cmd) + ["--no-browser"], stdout=_sp.PIPE, text=True,
+                  start_new_session=True)
+    for line in p.stdout:  # it prints the URL once the server is up
+        if "Ctrl-C stops it" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    assert p.wait(timeout=120) == 0, cmd
+"""
 
 
 def test_every_block_is_collected():
