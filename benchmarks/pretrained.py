@@ -283,7 +283,7 @@ def table(results: dict) -> list[str]:
         f"{results[k]['meta']['bytes'] / 1e9:.1f} GB, {results[k]['meta']['shards']} shards"
         for k in sizes) + " |"
     out = [head, "|---" * (len(sizes) + 1) + "|"]
-    names = {"read": "read every tensor once (floor)", "prune_pretrained": "`prune_pretrained`",
+    names = {"read": "read the checkpoint once (floor)", "prune_pretrained": "`prune_pretrained`",
              "prune_model": "`from_pretrained` + `prune_model` + `save_pretrained`",
              "torch_pruning": "`from_pretrained` + Torch-Pruning 1.6.1"}
     for mode, label in names.items():
