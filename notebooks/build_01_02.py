@@ -842,7 +842,8 @@ ignored `out/` folder rather than next to the notebook."""),
     code("""html_path = write_report(ROOT / "out" / "notebooks" / "02_resnet50_global_l1_50.html", DG,
                          report=report, title="ResNet-50, global L1 50% (dry run)")
 text = html_path.read_text()
-plan_rows = text.count('<tr class="pe-row-')
+table = text[text.index('<table class="pe-plan">'):]
+plan_rows = table[:table.index('</table>')].count('<tr class="pe-row-')
 print(f"{html_path.relative_to(ROOT)}: {html_path.stat().st_size / 1e6:.1f} MB, "
       f"{plan_rows} plan rows, skipped groups listed: "
       f"{all(root in text for root, _ in report.skipped)}")
