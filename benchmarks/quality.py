@@ -1,14 +1,15 @@
 """Pruning quality side by side with Torch-Pruning 1.6.1: accuracy kept after one-shot pruning,
 before any finetuning, at equal MACs.
 
-    python benchmarks/quality.py            # 5 seeds, 30/50/70 % (~10 min on 2 cores)
+    python benchmarks/quality.py            # 5 seeds, 30/50/70 %
     python benchmarks/quality.py --quick    # 1 seed, 50 % only
 
 Two small models trained to convergence on data we have: a residual CNN on scikit-learn's
 digits (8x8 images, 10 classes) and a 2-block pre-LN transformer (nn.MultiheadAttention) on a
 synthetic sequence task (which of 10 tokens is the most frequent in a sequence of 16). For
-each seed both are trained once; then every criterion both libraries share is applied
-one-shot, locally (each group loses the ratio) and globally (one ranking):
+each seed both are trained once (cached in ``out/quality_cache/``); then every criterion both
+libraries share is applied one-shot, locally (each group loses the ratio) and globally (one
+ranking):
 
     ours                                 Torch-Pruning 1.6.1
     prune_model(strategy="l1")           MagnitudeImportance(p=1)
@@ -19,10 +20,12 @@ one-shot, locally (each group loses the ratio) and globally (one ranking):
     prune_model(strategy="random")       RandomImportance()
 
 The classifier is ignored by both. Torch-Pruning prunes at ``pruning_ratio``; our ``amount``
-is then bisected until our pruned model has the same MACs (within 1 %, counted by the same
-counter, ``tp.utils.count_ops_and_params``), so the accuracies compare equal budgets. The
-table reports accuracy kept (pruned accuracy / unpruned accuracy), mean ± sd over seeds, and
-the MACs kept. Raw output goes to ``benchmarks/results/quality.txt``.
+is then matched so that our pruned model has the same MACs (within 1 %, both counted by
+``tp.utils.count_ops_and_params``), so the accuracies compare equal budgets. No weight is
+finetuned; BatchNorm statistics are re-estimated on 512 training images for both (without
+it any one-shot cut of a BN network collapses to chance). The table reports accuracy kept
+(pruned accuracy / unpruned accuracy), mean ± sd over seeds, and the MACs kept. Raw output
+goes to ``benchmarks/results/quality.txt``.
 """
 
 from __future__ import annotations
@@ -155,6 +158,22 @@ def train(model, data, epochs: int, lr: float, seed: int, batch: int = 128):
     return model
 
 
+CACHE = os.path.join(ROOT, "out", "quality_cache")
+
+
+def trained(name, cls, data, epochs, lr, seed):
+    """A trained model, cached in out/quality_cache/ (delete it to retrain)."""
+    path = os.path.join(CACHE, f"{name}_seed{seed}_epochs{epochs}.pt")
+    model = cls()
+    if os.path.exists(path):
+        model.load_state_dict(torch.load(path))
+        return model.eval()
+    train(model, data, epochs, lr, seed)
+    os.makedirs(CACHE, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
+
+
 @torch.no_grad()
 def recalibrate(model, data, n: int = 512) -> None:
     """Re-estimate BatchNorm statistics on ``n`` training images (no weight changes): after
@@ -280,11 +299,11 @@ def run(args):
         for seed in seeds:
             torch.manual_seed(seed)
             t0 = time.perf_counter()
-            model = train(cls(), data, epochs, lr, seed)
+            model = trained(mname, cls, data, epochs, lr, seed)
             base = accuracy(model, data)
             base_macs = tp_macs(model, x)
             log(f"# {mname} seed {seed}: accuracy {base:.4f} ({time.perf_counter() - t0:.0f} s "
-                f"training), {base_macs} MACs")
+                f"training or cache), {base_macs} MACs")
             for strategy in args.strategies:
                 if strategy == "bn_scale" and mname != "cnn":
                     continue

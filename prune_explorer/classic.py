@@ -124,10 +124,11 @@ def flatten_as_list(obj) -> list[torch.Tensor]:
 class Node:
     """A classic graph node: a layer (or op, or bare parameter) and its name."""
 
-    def __init__(self, module, name: str | None = None, grad_fn=None):
+    def __init__(self, module, grad_fn=None, node_name: str | None = None, *,
+                 name: str | None = None):
         self.module = module
         self.grad_fn = grad_fn
-        self._name = name
+        self._name = node_name if node_name is not None else name
         self.inputs: list[Node] = []
         self.outputs: list[Node] = []
         self.dependencies: list[Dependency] = []
@@ -203,7 +204,7 @@ class ClassicGraphAPI:
         nodes = {}
         for name in self.graph.module_nodes:
             m = self.model.get_submodule(name) if name else self.model
-            nodes.setdefault(m, Node(m, name))
+            nodes.setdefault(m, Node(m, name=name))
         return nodes
 
     module2node = module_to_node  # 0.2.8's name

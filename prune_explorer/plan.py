@@ -60,7 +60,7 @@ class Step:
             G = plan._dg
             module = G.tensor(self.target) if self.kind == "param" else (
                 G.model.get_submodule(self.target) if self.target else G.model)
-        return Node(module, self.target)
+        return Node(module, name=self.target)
 
     def __call__(self, idxs, dry_run: bool = False):
         """Run this step's classic function alone on its layer, as 0.2.x's ``dep(idxs)``."""

@@ -227,7 +227,7 @@ def test_optype_node_dependency_and_flatten():
     t1, t2, t3 = torch.zeros(1), torch.ones(2), torch.ones(3)
     assert [x.numel() for x in tp.dependency.flatten_as_list(
         {"a": (t1, [t2]), "b": t3, "c": 5})] == [1, 2, 3]
-    node = tp.dependency.Node(nn.BatchNorm2d(3), "bn")
+    node = tp.dependency.Node(nn.BatchNorm2d(3), None, "bn")  # (module, grad_fn, node_name)
     assert node.type == tp.dependency.OPTYPE.BN and node.node_name.startswith("bn (BatchNorm2d")
     dep = tp.Dependency(tp.prune_conv, tp.prune_batchnorm, node)
     assert dep.is_triggered_by(tp.prune_conv) and not dep.is_triggered_by(tp.prune_linear)
