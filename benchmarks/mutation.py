@@ -40,17 +40,16 @@ PY = sys.executable
 
 # module -> the fast tests that exercise it (pytest arguments)
 SUBSETS = {
-    "index_mapping": ["tests/test_index_mapping.py", "tests/test_ops.py"],
-    "propagation": ["tests/test_ops.py", "tests/test_bad_inputs.py", "tests/test_selection.py"],
-    "op_rules": ["tests/test_ops.py", "tests/test_layers.py", "tests/test_fuzz.py",
-                 "-k", "not random_architectures"],
-    "pruners": ["tests/test_layers.py", "tests/test_classic.py", "tests/test_bad_inputs.py",
-                "-k", "not torchvision and not readme and not counts_every and not loop"],
+    "index_mapping": ["tests/test_index_mapping.py", "tests/test_ops.py", "tests/test_ops_rules.py"],
+    "propagation": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_bad_inputs.py"],
+    "op_rules": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py"],
+    "pruners": ["tests/test_layers.py", "tests/test_bad_inputs.py", "tests/test_classic.py", "-k",
+                "not torchvision and not readme and not counts_every and not follows and "
+                "not loop_over and not bert"],
     "groups": ["tests/test_selection.py", "tests/test_prune_model.py"],
-    "strategy": ["tests/test_selection.py", "tests/test_classic.py", "-k",
-                 "strategy or select or round or classic_names or random"],
-    "execution": ["tests/test_errors.py", "tests/test_serialization.py", "tests/test_ops.py",
-                  "-k", "not notebook"],
+    "strategy": ["tests/test_selection.py", "tests/test_classic.py", "tests/test_errors.py",
+                 "tests/test_bad_inputs.py", "-k", "strategy or select or amount or round or random"],
+    "execution": ["tests/test_errors.py", "tests/test_serialization.py"],
 }
 
 _CMP_SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
