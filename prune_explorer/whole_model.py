@@ -106,7 +106,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 head_pruning: str = "heads", prune_hidden: bool = True,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
                 verbose: bool = False, DG: DependencyGraph | None = None,
-                dry_run: bool = False, seed: int = 0) -> PruneReport:
+                dry_run: bool = False, seed: int = 0,
+                param_roots: bool = False) -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -124,11 +125,13 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     groups that were skipped and why). The model still runs and keeps its output shape.
     ``dry_run=True`` changes nothing: the report's ``plan`` is the combined plan, unexecuted,
     and ``params_after``/``macs_after`` are its predictions. ``seed`` drives
-    ``strategy="random"``.
+    ``strategy="random"``. ``param_roots=True`` also prunes dims of parameters that no layer
+    owns (fused MoE experts' intermediate size), as ``prune_pretrained`` does.
     """
     amount = _check_amount(amount)
-    if strategy not in STRATEGY_NAMES:
-        raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {STRATEGY_NAMES}")
+    known = STRATEGY_NAMES + tuple(getattr(DG, "extra_strategies", ()))
+    if strategy not in known:
+        raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {known}")
     if head_pruning not in ("heads", "dims"):
         raise InvalidAmountError("head_pruning must be 'heads' or 'dims'")
     if round_to is not None and int(round_to) < 1:
@@ -144,7 +147,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         loss_fn(model).backward()
 
     policy = head_pruning
-    groups = find_groups(DG, ignored_layers or (), policy=policy)
+    groups = find_groups(DG, ignored_layers or (), policy=policy, param_roots=param_roots)
     prunable = [g for g in groups if g.prunable]
     if round_to and prunable and all(round_to > g.size for g in prunable):
         largest = max(prunable, key=lambda g: g.size)
