@@ -21,10 +21,7 @@ def _seed():
 
 def pytest_collection_modifyitems(config, items):
     """Browser and notebook tests start a server or a kernel: they count as slow, so the
-    default `bash run.sh test` leaves them to `bash run.sh test --all` (as CI runs). The
-    rule-coverage check reads what the twin checks of this session recorded: it runs last."""
+    default `bash run.sh test` leaves them to `bash run.sh test --all` (as CI runs)."""
     for item in items:
         if item.get_closest_marker("browser") or item.get_closest_marker("notebook"):
             item.add_marker(pytest.mark.slow)
-    last = [i for i in items if i.fspath.basename == "test_rule_coverage.py"]
-    items[:] = [i for i in items if i not in last] + last

@@ -3,8 +3,8 @@
 ``install()`` wraps every rule of ``op_rules`` so that the relations it declares in a dim graph
 are tagged with the rule's name; ``record(plan)`` then adds the rules whose relations touch a
 pruned dim of the plan (so the channels really flowed through them). ``tests/oracle.py`` and
-the fuzzer record every plan they check; ``tests/test_rule_coverage.py`` compares the result
-with the rule table. A rule is a distinct behaviour of the table (aliases such as ``view`` and
+the fuzzer record every plan they check (into ``$PE_RULE_COVERAGE_OUT`` when set);
+``tests/test_rule_coverage.py`` compares the result with the rule table. A rule is a distinct behaviour of the table (aliases such as ``view`` and
 ``reshape`` share one function, the 2-d pooling ops one ``_leading(2)``), named by its first
 key.
 """

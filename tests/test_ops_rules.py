@@ -79,7 +79,36 @@ CASES = {
               torch.randn(5), [0, 7], torch.randn(3, 8)),
     "dot": (lambda s, h: torch.dot(s.p, h), nn.Linear(5, 8), nn.Identity(), torch.randn(5),
             [4], torch.randn(8)),
+    "layer_norm (over a dim that is not pruned)": (
+        lambda s, h: F.layer_norm(h, h.shape[-1:]), nn.Conv1d(3, 8, 1), nn.Conv1d(8, 2, 1),
+        torch.randn(2, 3, 6), [0, 6], None),
 }
+
+
+class Attention(nn.Module):
+    """q, k, v projections split in 2 heads of 4, scaled_dot_product_attention, merged."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(8, 8) for _ in range(4))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+
+        def heads(t):
+            return t.view(b, n, 2, -1).transpose(1, 2)
+        y = F.scaled_dot_product_attention(heads(self.q(x)), heads(self.k(x)), heads(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_attention_value_dims_flow_to_the_output_projection():
+    # value dim 1 of head 0 is channel 1; "dims" takes the same slot in both heads: 1 and 5
+    model = Attention().eval()
+    x = torch.randn(2, 5, 8)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    plan = DG.get_pruning_plan("v", "out", [1], policy="dims")
+    assert_matches_twin(model, plan, x)
+    assert {s.target: s.idxs for s in plan.layer_steps} == {"v": [1, 5], "o": [1, 5]}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
