@@ -1,8 +1,9 @@
 """The classic 0.2.x ``tests/test_torchvision_models.py`` over every torchvision classifier:
 random Conv2d/BatchNorm2d layers pruned by ``min(ch // 2, 10)`` random channels with
 ``DG.get_pruning_plan(layer, tp.prune_conv / tp.prune_batchnorm, idxs)``; every plan that keeps
-the output matches the masked twin, every plan that changes it (a conv classifier) shrinks
-exactly the pruned dim.
+the output matches the masked twin (where it is exact: no LayerNorm/GroupNorm cut) or at least
+keeps the output shape, every plan that changes it (a conv classifier) shrinks exactly the
+pruned dim.
 
 Slow (~76 models at 224x224): it runs with ``pytest -m slow tests/test_classic_zoo.py`` or
 ``PE_ZOO=1``, as tests/test_zoo.py does. A fast subset is in tests/test_classic.py.
@@ -39,7 +40,11 @@ def _asked_for(request):
 def test_classic_random_layers(name, _asked_for):
     import torchvision
     from test_classic import classic_random_prune
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):  # count without allocating (vit_h_14 is 632M)
+            n = sum(p.numel() for p in
+                    torchvision.models.get_model(name, weights=None).parameters())
+    except NotImplementedError:  # an init that reads values (regnet): count for real
         n = sum(p.numel() for p in torchvision.models.get_model(name, weights=None).parameters())
     if n > GIANT:
         pytest.skip(f"{name}: {n / 1e6:.0f}M parameters (> 300M)")
