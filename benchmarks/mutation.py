@@ -130,6 +130,8 @@ def mutate(source: str, index: int) -> tuple[str, str]:
     finder = Sites()
     finder.visit(tree)
     kind, node, i, line, what = finder.sites[index]
+    code = ast.unparse(node) if kind != "return" else f"return {ast.unparse(node.value)}"
+    what = f"{what} in `{code if len(code) <= 60 else code[:57] + '...'}`"
     if kind == "cmp":
         node.ops[i] = _CMP_SWAP[type(node.ops[i])]()
     elif kind == "bin":
@@ -184,6 +186,8 @@ def main():
     p.add_argument("--modules", nargs="+", default=list(SUBSETS))
     p.add_argument("--per-module", type=int, default=30, help="0: every mutant")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sites", nargs="+", type=int, default=None,
+                   help="only these site indexes (with a single --modules): re-check survivors")
     p.add_argument("--out", default=os.path.join(RESULTS, "mutation.txt"))
     args = p.parse_args()
     lines = []
@@ -214,7 +218,9 @@ def main():
             n = count_sites(original)
             picks = list(range(n))
             random.Random(f"{args.seed}:{module}").shuffle(picks)
-            if args.per_module:
+            if args.sites is not None:
+                picks = list(args.sites)
+            elif args.per_module:
                 picks = sorted(picks[:args.per_module])
             killed, survivors = 0, []
             t0 = time.perf_counter()
@@ -231,6 +237,8 @@ def main():
                     survivors.append(what)
                 else:
                     killed += 1
+                print(f"  {module} #{idx} {'SURVIVED' if passed else 'killed'} {what}",
+                      flush=True)
             total += len(picks)
             total_killed += killed
             log(f"{module}: {killed}/{len(picks)} killed ({100 * killed / max(len(picks), 1):.0f}"
@@ -238,6 +246,7 @@ def main():
                 f"[{' '.join(subset)}]")
             for s in survivors:
                 log(f"    survived {module}.py {s}")
+            log(f"    (sites: {' '.join(map(str, picks))})")
         log(f"TOTAL: {total_killed}/{total} killed ({100 * total_killed / max(total, 1):.1f}%)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
