@@ -9,7 +9,8 @@ Works as a drop-in for the classic API::
     plan.exec()
 """
 
-from . import strategy, utils
+from . import metric, prune, strategy, utils
+from . import dependency
 from .dependency import DependencyGraph
 from .errors import (HistoryMismatchError, InvalidAmountError, InvalidIndicesError,
                      PlanExecutionError, PruneAllChannelsError, PruningError, StaleGraphError,
@@ -27,6 +28,19 @@ from .pruners import (prune_batchnorm, prune_conv, prune_conv_transpose, prune_d
                       prune_related_instancenorm, prune_related_layernorm,
                       prune_related_linear, prune_related_multihead_attention,
                       prune_related_prelu)
+from .prune.structured import (BasePruner, BasePruningFunction, BatchnormPruner,
+                               BatchnormPruning, ConvInChannelPruner, ConvOutChannelPruner,
+                               ConvPruning, EmbeddingPruner, EmbeddingPruning, GroupConvPruner,
+                               GroupConvPruning, LayernormPruner, LayernormPruning,
+                               LinearInChannelPruner, LinearOutChannelPruner, LinearPruning,
+                               MultiheadAttentionPruner, ParameterPruner, PReLUPruner,
+                               PReLUPruning, RelatedConvPruning, RelatedLinearPruning,
+                               prune_conv_in_channel, prune_conv_out_channel,
+                               prune_linear_in_channel, prune_linear_out_channel,
+                               set_global_metrics)
+from .prune import structured, unstructured
+from .prune.unstructured import mask_bias, mask_weight
+from .classic import Dependency
 from .tracing import trace
 
 __version__ = "0.1.0"
@@ -47,6 +61,15 @@ __all__ = [
     "prune_related_prelu", "prune_embedding", "prune_related_embedding",
     "prune_multihead_attention", "prune_related_multihead_attention",
     "prune_multihead_attention_heads", "prune_parameter",
+    # the rest of the classic 0.2.x namespace
+    "prune", "structured", "unstructured", "dependency", "metric", "Dependency", "mask_weight", "mask_bias",
+    "BasePruningFunction", "ConvPruning", "GroupConvPruning", "RelatedConvPruning",
+    "LinearPruning", "RelatedLinearPruning", "BatchnormPruning", "PReLUPruning",
+    "LayernormPruning", "EmbeddingPruning", "BasePruner", "ConvOutChannelPruner",
+    "ConvInChannelPruner", "GroupConvPruner", "LinearOutChannelPruner", "LinearInChannelPruner",
+    "BatchnormPruner", "LayernormPruner", "PReLUPruner", "EmbeddingPruner", "ParameterPruner",
+    "MultiheadAttentionPruner", "prune_conv_out_channel", "prune_conv_in_channel",
+    "prune_linear_out_channel", "prune_linear_in_channel", "set_global_metrics",
 ]
 
 

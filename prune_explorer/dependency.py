@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from . import index_mapping as im
+from .classic import (OPTYPE, TORCH_BATCHNORM, TORCH_CONV, TORCH_EMBED,  # noqa: F401 (0.2.x
+                      TORCH_LAYERNORM, TORCH_LINEAR, TORCH_MHA, TORCH_PRELU,  # tp.dependency.*)
+                      ClassicGraphAPI, Dependency, Node, _prune_concat, _prune_elementwise_op,
+                      _prune_split, count_prunable_channels, flatten_as_list)
 from .dimgraph import DimGraph, build_dim_graph
 from .errors import (InvalidIndicesError, PlanExecutionError, PruneAllChannelsError,
                      PruningError, StaleGraphError, TracingError, UnknownModuleError,
@@ -33,7 +37,7 @@ from .tracing import model_fingerprint, trace
 HISTORY_ATTR = "_prune_explorer_history"
 
 
-class DependencyGraph:
+class DependencyGraph(ClassicGraphAPI):
     """Layer dependencies of one model, from one traced forward pass."""
 
     def __init__(self, registry: LayerRegistry | None = None):
@@ -279,33 +283,49 @@ class DependencyGraph:
 
     # ---- plans --------------------------------------------------------------------------------
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,
-                         idxs: Iterable[int] = (), *, allow_output_change: bool = False,
+                         idxs: Iterable[int] = (), *, allow_output_change: bool | None = None,
                          strict: bool = True, policy: str = "cheapest") -> PruningPlan:
         """Plan the removal of channels ``idxs`` of ``module`` and of everything coupled to them.
 
         ``pruning_fn`` picks the side as in the classic API: an output-side function
         (``tp.prune_conv``, ``tp.prune_linear``, ...) prunes the layer's output channels, an
         input-side one (``tp.prune_related_conv``, ...) its input channels. ``"out"`` and
-        ``"in"`` work too. With ``strict=False`` an invalid plan is returned with its
-        ``problems`` instead of raising (the explorer shows them). ``policy`` says how indices
-        that are not whole slices of a reshape are widened: ``"cheapest"`` (fewest extra
-        channels), ``"heads"`` (whole attention heads) or ``"dims"`` (the same slots per head).
+        ``"in"`` work too. ``idxs=[]`` gives a plan that changes nothing. A request whose plan
+        changes the model's output shape (a classifier, a segmentation head, a transformer's
+        hidden size) is obeyed with a warning, as in the classic API;
+        ``allow_output_change=False`` refuses it instead (``True`` allows it silently). With
+        ``strict=False`` an invalid plan is returned with its ``problems`` instead of raising
+        (the explorer shows them). ``policy`` says how indices that are not whole slices of a
+        reshape are widened: ``"cheapest"`` (fewest extra channels), ``"heads"`` (whole
+        attention heads) or ``"dims"`` (the same slots per head).
         """
+        from .request import empty_plan, layer_width, output_changes, warn_output_change
         self._require_built()
         self.check_fresh()
         side = _side_of(pruning_fn)
         name = self.module_name(module)
-        root = self.root_vertex(name, side)
-        size = self.dg.size[root]
         m = self.model.get_submodule(name) if name else self.model
+        fn_name = _fn_name(pruning_fn, self.registry.lookup(m), m, side)
+        try:
+            root = self.root_vertex(name, side)
+            size = self.dg.size[root]
+        except UnsupportedOperationError:
+            # a size-1 dim has no vertex: a one-channel layer is validated from its own width
+            if name not in self.graph.module_nodes or layer_width(self.registry, m, side) != 1:
+                raise
+            root, size = None, 1
         where = f"{name} ({type(m).__name__}, {size} {side}put channels)"
         checked = validate_indices(idxs, size, where)
         if not checked:
-            raise InvalidIndicesError(f"no indices given for {where}; pass e.g. idxs=[2, 6, 9]")
-        fn_name = _fn_name(pruning_fn, self.registry.lookup(m), m, side)
-        return self.plan_from_seeds({root: np.asarray(checked, dtype=im.INDEX)}, name, side,
-                                    fn_name, allow_output_change=allow_output_change,
-                                    strict=strict, policy=policy)
+            return empty_plan(self, name, side, fn_name, m)
+        seeds = {root: np.asarray(checked, dtype=im.INDEX)}
+        explicit = allow_output_change is None
+        cl = self.close(seeds, True if explicit else allow_output_change, policy)
+        plan = self.plan_from_seeds(seeds, name, side, fn_name, strict=strict, policy=policy,
+                                    closure=cl)
+        if explicit and not plan.problems:
+            warn_output_change(name, output_changes(self.dg, cl))
+        return plan
 
     def groups(self, ignored_layers: Iterable = (), policy: str = "heads") -> list:
         """Every group of coupled layers, in graph order: its root layer, kind ("residual",
@@ -403,8 +423,12 @@ def _side_of(pruning_fn) -> str:
             return pruning_fn
         name = pruning_fn
     else:
+        side = getattr(pruning_fn, "side", None)  # 0.2.8 pruner objects say it
+        if side in ("out", "in"):
+            return side
         name = getattr(pruning_fn, "__name__", "")
-    return "in" if name.startswith("prune_related") else "out"
+    return "in" if name.startswith("prune_related") or name.endswith(
+        ("_in_channel", "_in_channels")) else "out"
 
 
 def _fn_name(pruning_fn, spec: LayerSpec | None, m: nn.Module, side: str) -> str:

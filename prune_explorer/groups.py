@@ -3,8 +3,28 @@ output channels, with the *units* a strategy may remove and their group-level im
 
 A unit is usually one channel. Where a reshape ties channels together (attention heads,
 grouped convs, channel shuffles, GQA), a unit is what one channel drags along: a whole head,
-the same slot in every group. Importance sums a score over *every* tensor the unit would cut,
-not only the root's weight, so a channel is judged by all the layers it feeds.
+the same slot in every group.
+
+A unit's importance is the **sum** over *every parameter tensor* of its group of that
+tensor's score for the unit's slices: the root's rows, biases, norm scales and shifts, every
+consumer's input-side columns, bare ``nn.Parameter``s (buffers such as BatchNorm statistics
+are not scored). Per strategy:
+
+- ``l1``: sum of |w| over everything the unit removes;
+- ``l2``: the L2 norm of everything it removes, sqrt(sum of w**2);
+- ``bn_scale``: sum of |gamma| over the group's BatchNorm/GroupNorm/LayerNorm scales (a group
+  without a norm falls back to ``l1``);
+- ``lamp``: LAMP (Lee et al. 2021) over the groups' summed w**2: a unit's score divided by the
+  sum of the scores not smaller than it, so scores of different groups compare;
+- ``taylor``: |sum of w * dL/dw| over everything the unit removes, the first-order change of
+  the loss (Molchanov et al. 2019);
+- ``random``: uniform draws (seeded).
+
+Torch-Pruning 1.6.1 reduces per layer with the mean by default (``group_reduction="mean"``);
+within a group that only divides every unit by the same count, so it ranks as the sum does.
+It leaves biases out (``bias=False``), scores L2 as the sum of squares (no square root: the
+same order within a group, not across groups), and its default Taylor sums |w * dL/dw|
+element by element.
 """
 
 from __future__ import annotations
@@ -326,18 +346,22 @@ def slice_scores(kind: str) -> ScoreFn:
         return None
 
     def taylor(name, t, dim, module):
+        # signed: a unit's first-order loss change is |sum of g*w over everything it
+        # removes| (Molchanov et al. 2019), so the sign is dropped after aggregation
         if t.grad is None:
             return None
-        s = (t.detach() * t.grad.detach()).float()
-        return s.transpose(0, dim).reshape(t.shape[dim], -1).sum(1).abs().numpy()
+        with torch.no_grad():
+            return dim_sum((t.detach() * t.grad.detach()).float(), dim).numpy()
 
     return {"l1": l1, "l2": l2, "bn_scale": bn_scale, "lamp": l2, "taylor": taylor,
             "random": l1}.get(kind, l1)
 
 
 def _lamp(scores: np.ndarray) -> np.ndarray:
-    """LAMP: a channel's squared magnitude over the sum of those not smaller than it."""
-    order = np.argsort(scores)
+    """LAMP: a unit's squared magnitude over the sum of those not smaller than it. Applied to
+    a group's aggregated scores, it keeps the group's own order (local pruning ranks as L2)
+    and makes scores of different groups comparable (global pruning)."""
+    order = np.argsort(scores, kind="stable")  # ties: the lower index counts as smaller
     sorted_s = scores[order]
     suffix = np.cumsum(sorted_s[::-1])[::-1]
     out = np.empty_like(scores, dtype=float)
@@ -372,7 +396,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         else:
             s = dg.channel_scores(val.name, key[1], strategy)
             if s is not None:
-                s = np.asarray(_lamp(s) if strategy == "lamp" else s, dtype=float)
+                s = np.asarray(s, dtype=float)
             if cache is not None:
                 cache[ckey] = s
         if s is None:
@@ -395,8 +419,12 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
                 m = cl.masks.get(v)
                 if m is not None:
                     totals[k] += s[m].sum()
-    if strategy in ("l2",):
+    if strategy == "l2":
         totals = np.sqrt(totals)
+    elif strategy == "lamp":  # LAMP over the group's squared L2 norms (Lee et al. 2021)
+        totals = _lamp(totals)
+    elif strategy == "taylor":
+        totals = np.abs(totals)
     return totals
 
 

@@ -266,10 +266,6 @@ def kept_dims(ndim: int, reduced: Iterable[int], keepdim: bool) -> list[tuple[in
     return pairs
 
 
-def normalize_dim(dim: int, ndim: int) -> int:
-    return dim % ndim if ndim else 0
-
-
 def round_remaining(total: int, n_to_prune: int, round_to: int) -> int:
     """Adjust ``n_to_prune`` so the remaining count is a multiple of ``round_to`` (nearest,
     never leaving fewer than ``round_to`` channels when that is possible)."""

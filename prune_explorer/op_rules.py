@@ -387,6 +387,10 @@ def _flip(ctx: RuleContext) -> None:
 
 @rule("roll")
 def _roll(ctx: RuleContext) -> None:
+    """Dims that are not rolled pass through. A rolled dim (Swin's cyclic shift of H and W)
+    declares nothing: rolling the pruned tensor by the same shift wraps at the new size (even
+    a full turn of the old size is not one of the new), which is no removal of indices from
+    the old result, so channels may not flow through it."""
     src, dst = ctx.arg(0), ctx.out(0)
     shape = ctx.shape(src)
     shifts, dims = ctx.arg(1, "shifts"), ctx.arg(2, "dims", [])
@@ -395,10 +399,7 @@ def _roll(ctx: RuleContext) -> None:
         for s, d in zip(shifts, dims):
             rolled[d % len(shape)] = s
     for i, size in enumerate(shape):
-        if i in rolled:
-            owner = np.roll(np.arange(size), rolled[i])
-            ctx.map(src, i, dst, i, im.OwnerMap(size, size, owner), "roll")
-        elif dims:
+        if dims and i not in rolled:
             ctx.same(src, i, dst, i, "roll")
 
 

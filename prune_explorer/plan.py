@@ -42,6 +42,33 @@ class Step:
     def __str__(self) -> str:
         return f"[ {self.dep_str()}, Index={self.idxs}, NumPruned={self.params}]"
 
+    # the classic ``Dependency`` view: ``for dep, idxs in plan.plan: dep.handler(...)``
+    @property
+    def handler(self):
+        """The classic function that prunes this step's layer (``tp.prune_conv``, ...)."""
+        from .classic import classic_function
+        return classic_function(self.fn)
+
+    @property
+    def broken_node(self):
+        """A classic ``Node`` with this step's ``module`` (a tensor for bare parameters, None
+        for ops)."""
+        from .classic import Node
+        plan = getattr(self, "_plan", None)
+        module = None
+        if plan is not None and self.kind != "pass":
+            G = plan._dg
+            module = G.tensor(self.target) if self.kind == "param" else (
+                G.model.get_submodule(self.target) if self.target else G.model)
+        return Node(module, name=self.target)
+
+    def __call__(self, idxs, dry_run: bool = False):
+        """Run this step's classic function alone on its layer, as 0.2.x's ``dep(idxs)``."""
+        handler, node = self.handler, self.broken_node
+        if handler is None or node.module is None:
+            return node.module, 0
+        return handler(node.module, idxs, dry_run=dry_run)
+
 
 @dataclass
 class Actions:
@@ -96,6 +123,8 @@ class PruningPlan:
         self.highlighted = highlighted
         self.groups = groups
         self.executed = False
+        for s in steps:
+            s._plan = self  # for the classic view of a step (dep.broken_node.module)
 
     # classic API ------------------------------------------------------------------------------
     @property
@@ -109,7 +138,15 @@ class PruningPlan:
         surgery is checked lazily, when the graph is next used."""
         if dry_run:
             return self.params_removed
+        if self.is_noop and not self.problems:  # idxs=[]: nothing to change, nothing to record
+            self.executed = True
+            return 0
         return self._dg.execute(self, verify=verify)
+
+    @property
+    def is_noop(self) -> bool:
+        a = self.actions
+        return not (a.cuts or a.counts or a.opaque or a.ints)
 
     def __str__(self) -> str:
         lines = ["", "-------------"]

@@ -34,9 +34,10 @@ class Selection:
     _dg: object = None
     policy: str = "heads"
 
-    def plan(self, strict: bool = False):
+    def plan(self, strict: bool = False, allow_output_change: bool | None = None):
         return self._dg.get_pruning_plan(self.layer, self.side, self.idxs, strict=strict,
-                                         policy=self.policy)
+                                         policy=self.policy,
+                                         allow_output_change=allow_output_change)
 
 
 def group_for(DG, module, side: str = "out", policy: str = "heads") -> Group:

@@ -59,6 +59,8 @@ class BaseStrategy(ABC):
         return self.apply(weights, amount=amount, round_to=round_to)
 
     def apply(self, weights: torch.Tensor, amount=0.0, round_to: int = 1) -> list[int]:
+        if isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount == 0:
+            return []  # as 0.2.x: nothing asked, nothing picked
         n = len(weights)
         k = resolve_amount(amount, n, round_to, f"a weight of shape {list(weights.shape)}")
         if k <= 0:
@@ -73,8 +75,11 @@ class BaseStrategy(ABC):
 
 
 class RandomStrategy(BaseStrategy):
+    """Random channels. Without a seed it draws from Python's global ``random`` (so
+    ``random.seed(0)`` makes a classic script repeatable); with one, from its own stream."""
+
     def __init__(self, seed: int | None = None):
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed) if seed is not None else random
 
     def scores(self, weights):
         return torch.tensor([self.rng.random() for _ in range(len(weights))])

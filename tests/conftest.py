@@ -6,6 +6,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+import rule_coverage  # noqa: E402
+
+rule_coverage.install()  # tag dim-graph relations with their op rule (tests/rule_coverage.py)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*weight initialization.*")
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prune_explorer as tp
+import rule_coverage
 from oracle import masked_twin, outputs, snapshot, state_equal
 
 
@@ -665,14 +666,17 @@ def one_plan(d: Draw, model, DG, x, stats) -> None:
                     assert_unchanged(model, before, what + " (empty selection)")
                     stats["empty"] += 1
                     return
-                plan = sel.plan(strict=True)
+                plan = sel.plan(strict=True, allow_output_change=False)
             else:
                 size = DG.dg.size[DG.root_vertex(name, side)]
                 idxs = _random_idxs(d, size)
                 policy = d.choice(["cheapest", "heads", "dims"])
                 what = f"get_pruning_plan({name!r}, {side!r}, {idxs}, policy={policy!r})"
                 d.note(what)
-                plan = DG.get_pruning_plan(name, side, idxs, policy=policy)
+                # an explicit request may change the output (test_classic.py checks that);
+                # here every plan keeps it, so the masked twin applies
+                plan = DG.get_pruning_plan(name, side, idxs, policy=policy,
+                                           allow_output_change=False)
             assert_unchanged(model, before, what + " (planning)")
             assert sum(s.params for s in plan.steps) == plan.params_removed, what
             assert sum(s.macs for s in plan.steps) == plan.macs_removed, what
@@ -692,6 +696,7 @@ def one_plan(d: Draw, model, DG, x, stats) -> None:
         assert_unchanged(model, before, f"{what} (failed exec)")
         raise
     stats["executed"] += 1
+    rule_coverage.record(plan)
     check_executed(model, original, x, plan.actions, plan.params_removed, plan.macs_removed,
                    params0, macs0, out_shapes, head_dims, what)
     DG.check_fresh()

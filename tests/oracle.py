@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import prune_explorer as tp
+import rule_coverage
 
 
 def masked_twin(model: nn.Module, plan: tp.PruningPlan) -> nn.Module:
@@ -60,6 +61,7 @@ def outputs(model: nn.Module, x):
 def assert_matches_twin(model: nn.Module, plan: tp.PruningPlan, x, atol=1e-5, rtol=1e-4):
     """Execute ``plan`` on ``model`` and compare with the masked twin of the original."""
     model.eval()
+    rule_coverage.record(plan)
     twin = masked_twin(model, plan).eval()
     expected = outputs(twin, x)
     before = tp.utils.count_params(model)

@@ -111,6 +111,26 @@ def test_broadcast_and_reductions():
 
 
 @pytest.mark.parametrize("total,k,r,remaining", [(64, 25, 16, 32), (64, 25, 1, 39), (10, 9, 4, 4),
-                                                 (48, 10, 8, 40), (64, 0, 16, 64)])
+                                                 (48, 10, 8, 40), (64, 0, 16, 64),
+                                                 # a tie (6 is 2 from 4 and from 8) keeps
+                                                 # more channels, as 0.2.7 rounded
+                                                 (8, 2, 4, 8), (12, 2, 4, 12)])
 def test_round_remaining(total, k, r, remaining):
     assert total - im.round_remaining(total, k, r) == remaining
+
+
+def test_owner_maps_at_their_edges():
+    # empty requests map to empty results (never None)
+    m = im.concat_maps([2, 3])[1]
+    empty = np.zeros(0, dtype=im.INDEX)
+    assert m.forward(empty).tolist() == [] and m.inverse(empty).tolist() == []
+    # covered: the output indices that come from the input (None: all of them)
+    assert m.covered().tolist() == [False, False, True, True, True]
+    assert im.identity_map(3).covered() is None
+    pad = im.OwnerMap(2, 4, np.array([-1, 0, 1, -1]))
+    assert pad.covered().tolist() == [False, True, True, False]
+    assert pad.forward(np.array([1])).tolist() == [2] and pad.inverse(np.array([0, 2])).tolist() == [1]
+    # injective: identity and offsets are, repeats are not
+    assert im.identity_map(3).injective is True and m.injective is True
+    rep = im.repeat_map(2, 2)
+    assert rep.injective is False and rep.inverse(np.array([0, 2])).tolist() == [0]

@@ -34,11 +34,12 @@ def test_tuple_and_dict_inputs_with_integer_tokens(inputs):
     x = (image, tokens) if inputs == "tuple" else {"image": image, "tokens": tokens}
     DG = tp.DependencyGraph().build_dependency(model, x, fixed_outputs="all")
     assert {n.kind for n in DG.graph.nodes.values()} >= {"input", "layer", "op", "output"}
-    # with every output fixed, `features` may not change...
+    # with every output fixed, `features` may not change when the caller says so...
     with pytest.raises(tp.UnsupportedOperationError, match="model output"):
-        DG.get_pruning_plan(model.img, "out", [1])
-    # ...unless the user says so
-    plan = DG.get_pruning_plan(model.img, "out", [1], allow_output_change=True)
+        DG.get_pruning_plan(model.img, "out", [1], allow_output_change=False)
+    # ...while an explicit request is obeyed, with a warning naming the changed output
+    with pytest.warns(UserWarning, match=r"img changes the model's output shape: \[2, 8\]"):
+        plan = DG.get_pruning_plan(model.img, "out", [1])
     assert {s.target for s in plan.layer_steps} == {"img", "emb", "head"}
     plan.exec()
     out = model(*x) if inputs == "tuple" else model(**x)

@@ -505,7 +505,7 @@ class Explorer:
                     sel = select_channels(dg, layer, strategy, a, self.controls.round_to,
                                           side=self.controls.side)
                     if sel.idxs:
-                        p = sel.plan(strict=True)
+                        p = sel.plan(strict=True, allow_output_change=False)
                         p.exec()
                         try:
                             metric = float(self.evaluate(dg.model))
@@ -638,7 +638,8 @@ class Explorer:
             if size < 2:
                 return
             probe = self.DG.get_pruning_plan(self.root, self.controls.side,
-                                             list(range(1, size)), strict=False)
+                                             list(range(1, size)), strict=False,
+                                             allow_output_change=False)
         except (PruningError, ValueError):
             return
         spec = self._highlight({k: h["role"] for k, h in probe.highlighted.items()})
@@ -679,7 +680,8 @@ class Explorer:
         try:
             if c.indices is not None:
                 plan = self.DG.get_pruning_plan(self.root, c.side, c.indices, strict=False,
-                                                policy=c.policy or "cheapest")
+                                                policy=c.policy or "cheapest",
+                                                allow_output_change=False)
             else:
                 if self._listeners and self._sel_key() not in self._sel_cache:
                     self._show_coupling()  # a displayed explorer: highlight before scoring
@@ -688,7 +690,7 @@ class Explorer:
                     err = (f"{c.amount:.0%} of {self.root}'s {len(sel.scores)} channels rounds "
                            f"to none: raise the amount")
                 else:
-                    plan = sel.plan(strict=False)
+                    plan = sel.plan(strict=False, allow_output_change=False)
         except (PruningError, ValueError) as exc:
             err = str(exc)
         if plan is not None and plan.problems:
