@@ -43,6 +43,7 @@ from .graph import (
 )
 
 from .metrics import fast_macs
+from .module_state import restore_python_state, save_python_state
 
 try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
@@ -579,7 +580,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             fixed_outputs) -> Graph:
     saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
                      for attr, b in m._buffers.items() if b is not None]
-    saved_caches = _python_state(modules)
+    saved_state = save_python_state(modules)
     rng = torch.get_rng_state()
     handles = []
     try:
@@ -604,7 +605,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             h.remove()
         torch.set_rng_state(rng)
         _restore_buffers(model, saved_buffers)
-        _restore_python_state(saved_caches)
+        restore_python_state(saved_state)
 
     out_ids = []
     for t in iter_tensors(output):
@@ -654,70 +655,6 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
         ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
-
-
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
-
-
-def cache_dicts(model_or_modules) -> list[dict]:
-    """Dict attributes named like a cache (TinyViT's ``attention_bias_cache``, filled by the
-    first eval forward with tensors derived from parameters). Tracing empties them, so it
-    records how their tensors are computed; exec empties them, so a pruned model never
-    reuses a tensor of the old shape."""
-    modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
-        else model_or_modules
-    return [val for _name, m in modules for attr, val in vars(m).items()
-            if attr not in _MODULE_INTERNALS and _is_cache(attr, val) and val]
-
-
-def _is_cache(attr: str, val) -> bool:
-    return isinstance(val, dict) and "cache" in attr.lower()
-
-
-def _python_state(modules) -> tuple:
-    """Tensor-valued Python attributes and dicts of modules (a bias cache, ``self.last_attn
-    = attn``): tracing leaves them as it found them. Caches are emptied while it runs."""
-    saved = []
-    sizes = []
-    caches = []
-    internals = _MODULE_INTERNALS
-    for _name, m in modules:
-        d = m.__dict__
-        sizes.append((m, len(d)))
-        for attr, val in d.items():
-            if attr in internals:
-                continue
-            if type(val) is dict:
-                cache = _is_cache(attr, val)
-                if attr[0] != "_" or cache:
-                    saved.append((m, attr, val, dict(val)))
-                if cache and val:
-                    caches.append(val)
-            elif isinstance(val, torch.Tensor) and attr[0] != "_" and \
-                    not isinstance(val, nn.Parameter):
-                saved.append((m, attr, val, None))
-    for cache in caches:
-        cache.clear()
-    return saved, sizes
-
-
-def _restore_python_state(state) -> None:
-    saved, sizes = state
-    for m, attr, obj, content in saved:
-        if m.__dict__.get(attr) is not obj:
-            m.__dict__[attr] = obj
-        if content is not None and (obj.keys() != content.keys() or any(
-                obj[k] is not content[k] for k in content)):
-            obj.clear()
-            obj.update(content)
-    for m, n in sizes:  # attributes a forward set for the first time come last in __dict__
-        d = m.__dict__
-        if len(d) > n:
-            for attr in list(d)[n:]:
-                val = d[attr]
-                if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or \
-                        _is_cache(attr, val):
-                    del d[attr]
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:
