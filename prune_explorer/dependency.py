@@ -62,14 +62,16 @@ class DependencyGraph:
     # ---- building -----------------------------------------------------------------------------
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,
-                         verbose: bool = True, fixed_outputs: str = "primary",
+                         verbose: bool = True, fixed_outputs="primary",
                          **kwargs) -> "DependencyGraph":
         """Trace ``model(example_inputs)`` and build the dependency graph. Returns ``self``.
 
-        ``fixed_outputs="primary"`` keeps the main output's shape (a tensor, every tensor of a
-        tuple, the first entry of a dict or ModelOutput such as ``logits``); ``"all"`` keeps
-        every returned tensor's shape. ``pruning_dim`` and ``output_transform`` are accepted
-        for compatibility with the classic API; dims are found by tracing.
+        ``fixed_outputs`` says which outputs keep their shape: ``"primary"`` (default: a
+        tensor, every tensor of a tuple, the first entry of a dict or ModelOutput such as
+        ``logits``), ``"all"``, or a callable ``output -> the outputs to keep``
+        (``lambda out: out[0]`` for a YOLO head, whose second output only feeds its loss).
+        ``pruning_dim`` and ``output_transform`` are accepted for compatibility with the
+        classic API; dims are found by tracing.
         """
         if example_inputs is None:
             example_inputs = kwargs.pop("inputs", None)
@@ -78,6 +80,9 @@ class DependencyGraph:
                             "tensors, or a dict of keyword arguments for model(...)")
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency expects an nn.Module, got {type(model).__name__}")
+        if not callable(fixed_outputs) and fixed_outputs not in ("primary", "all"):
+            raise TypeError(f"fixed_outputs must be 'primary', 'all' or a callable output -> "
+                            f"the outputs to keep (lambda out: out[0]), got {fixed_outputs!r}")
         self.model = model
         self.example_inputs = example_inputs
         self.verbose = verbose

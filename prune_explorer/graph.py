@@ -123,6 +123,7 @@ class Graph:
     fingerprint: tuple = ()
     primary_outputs: tuple[int, ...] | None = None  # outputs whose shape must be kept
     shape_reads: frozenset = frozenset()  # (value, dim) whose size the Python code read
+    output_paths: dict[int, str] = field(default_factory=dict)  # output value -> "output[1]"
 
     @property
     def fixed_outputs(self) -> tuple[int, ...]:

@@ -179,11 +179,13 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 f"used by {node} along dim {key[1]}; it is not a parameter or buffer", v))
             continue
         if value.id in outputs and not allow_output_change:
+            path = graph.output_paths.get(value.id, "the model output")
             cl.problems.append(Problem(
-                "model-output", value.producer,
-                f"the plan would change the model output (shape {list(value.shape)}, produced "
-                f"by {value.producer}) along dim {key[1]}; add that layer to ignored_layers or "
-                f"pass allow_output_change=True", v))
+                "model-output", path,
+                f"the plan would change the model output {path} (shape {list(value.shape)}, "
+                f"produced by {value.producer}) along dim {key[1]}; if the model returns it "
+                f"only for its loss, name the outputs to keep (fixed_outputs=lambda out: ...), "
+                f"else add its layer to ignored_layers", v))
         if value.kind not in (PARAM, BUFFER):
             cov = dg.cover.get(v)
             if cov is None or (cov is not True and not cov[m].all()):

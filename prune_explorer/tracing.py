@@ -44,6 +44,7 @@ from .graph import (
 
 from .metrics import fast_macs
 from .module_state import restore_python_state, save_python_state
+from .outputs import fixed_tensors, tensor_paths
 
 try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
@@ -533,11 +534,12 @@ def primary_tensors(output: Any) -> list[torch.Tensor]:
 
 def trace(model: nn.Module, example_inputs: Any,
           is_opaque: Callable[[nn.Module], bool] = lambda m: False,
-          fixed_outputs: str = "primary") -> Graph:
+          fixed_outputs="primary") -> Graph:
     """Run ``model(example_inputs)`` once and record it as a Graph.
 
-    ``fixed_outputs``: ``"primary"`` keeps only the main output's shape fixed (see
-    ``primary_tensors``), ``"all"`` every tensor the model returns."""
+    ``fixed_outputs``: which outputs keep their shape: ``"primary"`` (see
+    ``primary_tensors``), ``"all"``, or a callable ``output -> the part to keep`` (see
+    ``outputs``)."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
     modules = list(model.named_modules())
@@ -608,18 +610,20 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         restore_python_state(saved_state)
 
     out_ids = []
-    for t in iter_tensors(output):
+    output_paths: dict[int, str] = {}
+    for path, t in tensor_paths(output):
         vid = rec.tensor_ids.get(id(t))
         if vid is None:
             vid = rec.value_of(t)
         if vid not in out_ids:
             out_ids.append(vid)
+            output_paths[vid] = path
     rec.nodes["output"] = Node("output", NODE_OUTPUT, "Output", "", inputs=tuple(out_ids))
 
     primary = None
     if fixed_outputs != "all":
-        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in primary_tensors(output)
-                                      if id(t) in rec.tensor_ids))
+        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in fixed_tensors(
+            output, fixed_outputs) if id(t) in rec.tensor_ids))
     called = set(rec.module_calls)
     uncalled = tuple(
         n for n, m in modules
@@ -636,6 +640,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         uncalled_modules=uncalled,
         fingerprint=model_fingerprint(model, modules),
         primary_outputs=primary,
+        output_paths=output_paths,
         shape_reads=frozenset(rec.shape_reads),
     )
     return graph

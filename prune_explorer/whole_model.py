@@ -106,7 +106,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 head_pruning: str = "heads", prune_hidden: bool = True,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
                 verbose: bool = False, DG: DependencyGraph | None = None,
-                dry_run: bool = False, seed: int = 0) -> PruneReport:
+                dry_run: bool = False, seed: int = 0, fixed_outputs="primary") -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -124,7 +124,10 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     groups that were skipped and why). The model still runs and keeps its output shape.
     ``dry_run=True`` changes nothing: the report's ``plan`` is the combined plan, unexecuted,
     and ``params_after``/``macs_after`` are its predictions. ``seed`` drives
-    ``strategy="random"``.
+    ``strategy="random"``. ``fixed_outputs``: which outputs keep their shape
+    (``"primary"``, ``"all"`` or ``lambda out: ...``; see ``DependencyGraph.build_dependency``);
+    a model that returns features only for its loss (a YOLO head's second output) prunes
+    further with ``fixed_outputs=lambda out: out[0]``.
     """
     amount = _check_amount(amount)
     if strategy not in STRATEGY_NAMES:
@@ -134,7 +137,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if round_to is not None and int(round_to) < 1:
         raise InvalidAmountError(f"round_to must be >= 1, got {round_to}")
     if DG is None:
-        DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose)
+        DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose,
+                                                fixed_outputs=fixed_outputs)
     params_before = count_params(model)
     macs_before = _macs(DG)
     if strategy == "taylor":
