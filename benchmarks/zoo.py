@@ -58,8 +58,11 @@ def _call(model, x):
 
 
 def _prune_ours(model, x, case):
+    import inspect
     import prune_explorer as pe
-    kw = {} if case.keep is None else {"fixed_outputs": case.keep}
+    kw = {}
+    if case.keep is not None and "fixed_outputs" in inspect.signature(pe.prune_model).parameters:
+        kw["fixed_outputs"] = case.keep  # (an engine from before fixed_outputs keeps all)
     report = pe.prune_model(model, x, amount=AMOUNT, strategy="l1",
                             ignored_layers=case.ignored or None, **kw)
     return {"groups": len(report.groups), "skipped": len(report.skipped),

@@ -21,6 +21,7 @@ _HINT = re.compile(r"head|dim|size|channel|feature|embed|hidden|width|group|spli
                    r"^nf$|^nx$|^n_|num_|shape|planes|ratio|heads", re.I)
 _SHAPE_OPS = {"view", "_unsafe_view", "reshape", "expand", "_reshape_alias", "view_copy",
               "expand_copy", "new_zeros", "new_ones", "new_empty", "new_full"}
+_SIZE_LIST_OPS = _SHAPE_OPS | {"split_with_sizes", "split_with_sizes_copy"}
 
 
 def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple], pruned_of=None
@@ -207,9 +208,10 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     if len(py) == len(call.args[1]) and py[pos] == -1:
                         continue
                 srcs = call.int_sources
-                if python_call and srcs and call.packet in _SHAPE_OPS and len(srcs) == len(
-                        call.args[1]) and srcs[pos] is not None:
-                    continue  # read from a tensor's shape (c // self.groups): adapts by itself
+                if python_call and srcs and call.packet in _SIZE_LIST_OPS and len(
+                        srcs) == len(call.args[1]) and srcs[pos] is not None:
+                    # read from a tensor's shape (c // self.groups, c - self.hidden): adapts
+                    continue
                 found = False
                 for scope in _scope_chain(node):
                     try:

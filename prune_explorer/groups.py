@@ -117,6 +117,12 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         group.layers = _layers(dg, members)
         covered.update(members)
         bad = [p for p in probe.problems if p.kind != "all-channels"]
+        if bad and touched is None and size > 2:
+            # removing *every* channel at once also empties dims a reshape merged them with
+            # (InstanceNorm's view(1, B * C, H, W) takes the batch along): no selection does
+            # that, since one unit always stays; judge the group by all channels but one
+            partial = close(G, {root: np.arange(1, size, dtype=im.INDEX)}, policy=policy)
+            bad = [p for p in partial.problems if p.kind != "all-channels"]
         hit_ignored = [v for v in members if v in ignored_out]
         if hit_ignored:
             group.problem = (f"coupled to the output channels of ignored layer "

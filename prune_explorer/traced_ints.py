@@ -2,9 +2,11 @@
 
 During tracing, ``x.shape`` and ``x.size()`` return ``TracedInt``s: plain ints to the model's
 code (arithmetic, indexing, torch calls all work), which also remember ``(value, dim)`` and a
-rational factor. ``C // num_heads`` stays traced (``C * 1/12``); anything else (``B * N``,
-``C + 1``) falls back to a plain int. When such an int reaches ``view(B, N, C)``, we know the
-target dim is *defined by* another tensor's dim — so pruning one must prune the other.
+rational factor. ``C // num_heads`` stays traced (``C * 1/12``). ``C - hidden`` or ``C + 1`` is
+*derived* from the dim (``num == 0``): no exact coupling, but the code computes it from the
+tensor, so a pruned model adapts it by itself (no attribute to update). Anything else falls
+back to a plain int. When a traced int reaches ``view(B, N, C)``, we know the target dim is
+*defined by* another tensor's dim — so pruning one must prune the other.
 """
 
 from __future__ import annotations
@@ -46,18 +48,24 @@ class TracedInt(int):
 
     __str__ = __repr__
 
-    # every other operation: a plain int
+    def _derived(self, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return TracedInt(value, self.src, 0, 1)
+        return value
+
     def __add__(self, other):
-        return int(self) + other
+        return self._derived(int(self) + other)
 
     def __radd__(self, other):
-        return other + int(self)
+        return self._derived(other + int(self))
 
     def __sub__(self, other):
-        return int(self) - other
+        return self._derived(int(self) - other)
 
     def __rsub__(self, other):
-        return other - int(self)
+        return self._derived(other - int(self))
+
+    # every other operation: a plain int
 
     def __rfloordiv__(self, other):
         return other // int(self)
