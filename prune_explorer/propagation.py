@@ -128,8 +128,11 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
         expandable = [not fixed[x] for x in side]
         prefer = None
         if policy != "cheapest" and len(side) > 1:
+            # "heads": whole attention heads, and whole groups of a GroupNorm or grouped conv
+            # (removing a whole group leaves the others' statistics and weights as they were)
             heads = dg.head_like()
-            prefer = [bool(heads[x]) == (policy == "heads") for x in side]
+            whole = policy == "heads"
+            prefer = [bool(heads[x]) == whole or (whole and _is_groups(dg, x)) for x in side]
         try:
             per_dim, widened = im.decompose(elems, sizes, expandable, prefer)
         except ValueError:
@@ -144,6 +147,11 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
             elems = widened
         for x, idxs in zip(side, per_dim):
             add(x, idxs, (v, ri))
+
+
+def _is_groups(dg: DimGraph, v: int) -> bool:
+    vi = dg.virtuals.get(v)
+    return vi is not None and vi.name == "groups"
 
 
 def _check(cl: Closure, allow_output_change: bool) -> None:

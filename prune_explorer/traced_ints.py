@@ -11,7 +11,12 @@ back to a plain int. When a traced int reaches ``view(B, N, C)``, we know the ta
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from math import gcd
+
+# set while tracing: called with (provenance, int) when the code finds a traced size equal to
+# a plain int (``assert x.shape[1] == self.channels``), so a plan can update that attribute
+SHAPE_CHECKS: ContextVar = ContextVar("prune_explorer_shape_checks", default=None)
 
 
 class TracedInt(int):
@@ -65,6 +70,20 @@ class TracedInt(int):
     def __rsub__(self, other):
         return self._derived(other - int(self))
 
+    def __eq__(self, other):
+        equal = int.__eq__(self, other)
+        if equal is True and type(other) is int:
+            _note_check(self, other)
+        return equal
+
+    def __ne__(self, other):
+        differ = int.__ne__(self, other)
+        if differ is False and type(other) is int:
+            _note_check(self, other)
+        return differ
+
+    __hash__ = int.__hash__
+
     # every other operation: a plain int
 
     def __rfloordiv__(self, other):
@@ -81,6 +100,12 @@ class TracedInt(int):
 
     def __abs__(self):
         return abs(int(self))
+
+
+def _note_check(x: TracedInt, other: int) -> None:
+    sink = SHAPE_CHECKS.get()
+    if sink is not None and x.num:
+        sink(x.provenance)
 
 
 def provenance_of(x) -> tuple[int, int, int, int] | None:

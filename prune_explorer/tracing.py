@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import TracingError
-from .traced_ints import TracedInt, provenance_of
+from .traced_ints import SHAPE_CHECKS, TracedInt, provenance_of
 from .graph import (
     ACTIVATION,
     BUFFER,
@@ -202,6 +202,7 @@ class _Recorder:
         self.error_scope: str | None = None
         self.py_ctx: tuple | None = None  # the outermost Python torch call running now
         self.shape_reads: set[tuple[int, int]] = set()  # (value, dim) sizes the code read
+        self.shape_checks: set[tuple] = set()  # (module, value, dim, num, den) found equal
 
     # ---- values -------------------------------------------------------------------------
     def new_value(self, t: torch.Tensor, kind: str, name: str | None = None,
@@ -234,6 +235,13 @@ class _Recorder:
                 self.used_ids.add(cand)
                 return cand
         raise AssertionError
+
+    def note_check(self, provenance: tuple) -> None:
+        """The code compared a traced size with an int and found them equal (``assert
+        x.shape[1] == self.channels``): in the innermost module running now."""
+        top = self.frames[-1] if self.frames else None
+        where = top.module if top is not None and top.module else self.scope
+        self.shape_checks.add((where,) + tuple(provenance))
 
     @property
     def scope(self) -> str:
@@ -585,6 +593,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
     saved_state = save_python_state(modules)
     rng = torch.get_rng_state()
     handles = []
+    checks = SHAPE_CHECKS.set(rec.note_check)
     try:
         # global hooks: two registrations instead of two per module
         handles.append(nn.modules.module.register_module_forward_pre_hook(rec.pre_hook))
@@ -603,6 +612,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
                 err.scope = where if where != "the model's forward" else ""
                 raise err from exc
     finally:
+        SHAPE_CHECKS.reset(checks)
         for h in handles:
             h.remove()
         torch.set_rng_state(rng)
@@ -642,6 +652,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         primary_outputs=primary,
         output_paths=output_paths,
         shape_reads=frozenset(rec.shape_reads),
+        shape_checks=tuple(sorted(rec.shape_checks, key=str)),
     )
     return graph
 
