@@ -40,6 +40,9 @@ class Group:
     units: list[np.ndarray] | None = None
     problem: str | None = None  # why the group cannot be pruned
     layers: list[str] = field(default_factory=list)
+    # what pins it: the op or layer to blame, an ignored layer, or a model output by its path
+    # (``output[1]['feats'][0]``); None when the group is prunable
+    pinned_by: str | None = None
 
     @property
     def prunable(self) -> bool:
@@ -125,10 +128,11 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
             bad = [p for p in partial.problems if p.kind != "all-channels"]
         hit_ignored = [v for v in members if v in ignored_out]
         if hit_ignored:
-            group.problem = (f"coupled to the output channels of ignored layer "
-                             f"{_vertex_module(dg, hit_ignored[0])}")
+            group.pinned_by = _vertex_module(dg, hit_ignored[0])
+            group.problem = f"coupled to the output channels of ignored layer {group.pinned_by}"
         elif bad:
             group.problem = bad[0].message
+            group.pinned_by = bad[0].node
         elif size < 2:
             group.problem = "has a single channel"
         group.kind = _kind(dg, probe, members)

@@ -190,7 +190,8 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
             path = graph.output_paths.get(value.id, "the model output")
             cl.problems.append(Problem(
                 "model-output", path,
-                f"the plan would change the model output {path} (shape {list(value.shape)}, "
+                f"the plan would change the model output"
+                f"{'' if path == 'output' else ' ' + path} (shape {list(value.shape)}, "
                 f"produced by {value.producer}) along dim {key[1]}; if the model returns it "
                 f"only for its loss, name the outputs to keep (fixed_outputs=lambda out: ...), "
                 f"else add its layer to ignored_layers", v))
