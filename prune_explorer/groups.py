@@ -135,6 +135,13 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
             group.pinned_by = bad[0].node
         elif size < 2:
             group.problem = "has a single channel"
+        elif len(units) < 2:
+            widened = close(G, {root: units[0][:1]}, policy=policy).widened_by
+            group.pinned_by = widened[0] if widened else None
+            group.problem = "its channels form a single unit" + (
+                f": {', '.join(widened[:3])}{' ...' if len(widened) > 3 else ''} widen one "
+                f"channel to all {size} (whole heads or groups that do not line up)"
+                if widened else "")
         group.kind = _kind(dg, probe, members)
         groups.append(group)
     return groups

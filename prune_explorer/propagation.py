@@ -37,6 +37,7 @@ class Closure:
     order: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     expanded: bool = False  # a reshape widened the request (heads, groups, shuffles)
+    widened_by: list[str] = field(default_factory=list)  # the nodes whose reshape widened it
 
     def pruned(self, v: int) -> np.ndarray:
         m = self.masks.get(v)
@@ -144,6 +145,8 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
             return
         if widened.sum() > elems.sum():
             cl.expanded = True
+            if rel.node not in cl.widened_by:
+                cl.widened_by.append(rel.node)
             elems = widened
         for x, idxs in zip(side, per_dim):
             add(x, idxs, (v, ri))

@@ -250,3 +250,28 @@ def test_fixed_outputs_must_name_tensors_the_model_returned():
     with pytest.raises(TypeError, match="fixed_outputs must be"):
         tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 6, 6),
                                               fixed_outputs="first")
+
+
+class EqualSplit(nn.Module):
+    """YOLO's C2PSA: ``a, b = cv1(x).split((self.c, self.c), 1)``: one attribute sizes both
+    pieces, so they must stay equal; b goes through more layers than a."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = 4
+        self.cv1 = nn.Conv2d(3, 8, 1)
+        self.m = nn.Conv2d(4, 4, 3, padding=1)
+        self.cv2 = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        a, b = self.cv1(x).split((self.c, self.c), dim=1)
+        return self.cv2(torch.cat((a, F.relu(self.m(b))), 1))
+
+
+def test_pieces_sized_by_one_attribute_lose_the_same_slots():
+    model = EqualSplit()
+    x = torch.randn(1, 3, 5, 5)
+    DG, plan = plan_for(model, x, model.cv1, [1])
+    assert plan.idxs == [1] and {s.target: s.idxs for s in plan.layer_steps}["cv1"] == [1, 5]
+    assert_matches_twin(model, plan, x)
+    assert model.c == 3
