@@ -142,12 +142,14 @@ def build_diffusers(name: str) -> Case:
 
 # ----------------------------------------------------------------------------- smp
 
+# (PSPNet is left out: it runs 3 of its encoder's 5 stages, so half its parameters are never
+# called and neither tool can prune them)
 _SMP = {
     "unet-resnet18": ("Unet", "resnet18"), "unet-efficientnet-b0": ("Unet", "efficientnet-b0"),
     "unet-mobilenet_v2": ("Unet", "mobilenet_v2"), "fpn-resnet34": ("FPN", "resnet34"),
     "fpn-efficientnet-b0": ("FPN", "efficientnet-b0"),
     "deeplabv3plus-resnet18": ("DeepLabV3Plus", "resnet18"),
-    "linknet-resnet18": ("Linknet", "resnet18"), "pspnet-resnet18": ("PSPNet", "resnet18"),
+    "linknet-resnet18": ("Linknet", "resnet18"), "deeplabv3-resnet18": ("DeepLabV3", "resnet18"),
     "pan-resnet18": ("PAN", "resnet18"), "manet-resnet18": ("MAnet", "resnet18"),
     "unetplusplus-resnet18": ("UnetPlusPlus", "resnet18"),
     "upernet-resnet18": ("UPerNet", "resnet18"),

@@ -94,9 +94,10 @@ class DependencyGraph:
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
                       getattr(self, "fixed_outputs", "primary"))
-        from .couplings import shape_provenance, shared_size_dims
+        from .couplings import equal_split_pieces, shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
-                             shared_size_dims(self.model, graph) + shape_provenance(graph))
+                             shared_size_dims(self.model, graph) + shape_provenance(graph)
+                             + equal_split_pieces(self.model, graph))
         self._graph, self._dg = graph, dg
         self._stale = False
         self.version += 1

@@ -344,14 +344,8 @@ def _split(ctx: RuleContext) -> None:
 
 @rule("split_with_sizes", "split_with_sizes_copy", "unsafe_split_with_sizes")
 def _split_sizes(ctx: RuleContext) -> None:
-    """Pieces of given sizes. Sizes the code wrote as the same Python int (``x.split((self.c,
-    self.c), 1)`` in YOLO's C2PSA) stay equal after pruning, so the pieces lose the same slots,
-    as a chunk's do; sizes computed from the tensor (``C - self.hidden``) adapt apart."""
     sizes = list(ctx.arg(1, "split_sizes"))
-    n = len(sizes)
-    py, srcs = ctx.call.py_ints, ctx.call.int_sources
-    equal = n > 1 and len(set(sizes)) == 1 and list(py[:n]) == sizes and not any(srcs[:n])
-    _split_outputs(ctx, ctx.arg(2, "dim", 0), sizes, equal=equal)
+    _split_outputs(ctx, ctx.arg(2, "dim", 0), sizes, equal=False)
 
 
 @rule("unbind", "unbind_copy")
