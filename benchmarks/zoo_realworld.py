@@ -187,15 +187,16 @@ def tv_tasks_names() -> list[str]:
 
 
 def _detection_heads(model) -> list:
-    """The layers that write a detector's answer: box / class / mask / keypoint predictors."""
+    """The layers that write a detector's answer: box / class / mask / keypoint predictors
+    (SSD: the per-level predictor convs of its classification and regression heads)."""
     heads = []
     for n, m in model.named_modules():
         leaf = n.rpartition(".")[2]
         if leaf in ("cls_logits", "bbox_pred", "cls_score", "mask_fcn_logits",
-                    "kps_score_lowres", "bbox_reg") and isinstance(m, (nn.Conv2d, nn.Linear,
-                                                                      nn.ConvTranspose2d)):
+                    "kps_score_lowres", "bbox_reg", "bbox_ctrness") and isinstance(
+                m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
             heads.append(m)
-        elif n.endswith("classification_head") or n.endswith("regression_head"):
+        elif n.endswith(("classification_head.module_list", "regression_head.module_list")):
             heads.append(m)
     return heads
 

@@ -106,7 +106,11 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         if root in covered:
             continue
         size = G.size[root]
-        probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
+        # every channel but one: removing *all* of them at once would also empty the dims a
+        # reshape merged them with (InstanceNorm's view(1, B * C, H, W) takes the batch along,
+        # and with it every other group), which no selection does: one unit always stays
+        probe = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
+                      policy=policy)
         members = [v for v in probe.order if probe.count(v)]
         group = Group(node.module, root, size, members)
         units, touched = compute_units(dg, group, policy, with_touched=True)
@@ -120,12 +124,6 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
         group.layers = _layers(dg, members)
         covered.update(members)
         bad = [p for p in probe.problems if p.kind != "all-channels"]
-        if bad and touched is None and size > 2:
-            # removing *every* channel at once also empties dims a reshape merged them with
-            # (InstanceNorm's view(1, B * C, H, W) takes the batch along): no selection does
-            # that, since one unit always stays; judge the group by all channels but one
-            partial = close(G, {root: np.arange(1, size, dtype=im.INDEX)}, policy=policy)
-            bad = [p for p in partial.problems if p.kind != "all-channels"]
         hit_ignored = [v for v in members if v in ignored_out]
         if hit_ignored:
             group.pinned_by = _vertex_module(dg, hit_ignored[0])
