@@ -20,7 +20,8 @@ from torch import nn
 from . import index_mapping as im
 from .dependency import DependencyGraph
 from .errors import InvalidAmountError
-from .groups import KIND_RESIDUAL, Group, compute_units, find_groups, unit_importance
+from .groups import (KIND_RESIDUAL, Group, compute_units, find_groups, propagate_labels,
+                     unit_importance)
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
 from .propagation import close
@@ -186,13 +187,13 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         chosen = [select_units(u, s, amount, round_to, g.size) for g, u, s in candidates]
 
     active: list[tuple[Group, np.ndarray, set[str]]] = []
-    for (g, units, _s), pick in zip(candidates, chosen):
+    for (g, units, scores), pick in zip(candidates, chosen):
         if not pick:
             continue
         idxs = np.unique(np.concatenate([units[k] for k in pick]))
         cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
-            pick = pick[: len(pick) // 2]
+            pick = _back_off(DG, g, units, scores, pick, cl.problems[0], amount)
             idxs = np.unique(np.concatenate([units[k] for k in pick]))
             cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         if cl.problems:
@@ -230,6 +231,24 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if verbose:
         print(report)
     return report
+
+
+def _back_off(DG: DependencyGraph, g: Group, units, scores, pick: list[int], problem,
+              amount: float) -> list[int]:
+    """The selection would empty a coupled piece (one part of a split, RAFT's context next to
+    its hidden state): the piece keeps the best-scored share ``1 - amount`` of the channels
+    that feed it, as if it were a group of its own. Anything else: halve the selection."""
+    if problem.kind == "all-channels" and problem.vertex is not None and all(
+            len(u) == 1 for u in units):
+        lab = propagate_labels(DG, g).get(problem.vertex)
+        if lab is not None:
+            feeding = {int(c) for c in lab if c >= 0}
+            inside = [k for k in pick if int(units[k][0]) in feeding]
+            keep = max(1, math.ceil(len(inside) * (1 - amount)))
+            if inside and keep < len(pick):
+                best = set(sorted(inside, key=lambda k: (-scores[k], k))[:keep])
+                return [k for k in pick if k not in best]
+    return pick[: len(pick) // 2]
 
 
 def _ignored_roots(DG: DependencyGraph, ignored) -> list[str]:

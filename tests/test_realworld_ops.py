@@ -275,3 +275,35 @@ def test_pieces_sized_by_one_attribute_lose_the_same_slots():
     assert plan.idxs == [1] and {s.target: s.idxs for s in plan.layer_steps}["cv1"] == [1, 5]
     assert_matches_twin(model, plan, x)
     assert model.c == 3
+
+
+class UnequalSplit(nn.Module):
+    """A layer whose channels are split into a hidden state (6) and a context (4) used apart,
+    the context's weights the smallest: half of the 10 by L1 would take every context channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = 6
+        self.conv = nn.Conv2d(3, 10, 1)
+        self.a, self.b = nn.Conv2d(6, 2, 1), nn.Conv2d(4, 2, 1)
+        with torch.no_grad():
+            self.conv.weight[6:] *= 0.01
+            self.conv.weight[6:] += torch.tensor([0.0, 1e-4, 2e-4, 3e-4]).view(4, 1, 1, 1)
+            self.conv.weight[2] *= 0.1
+
+    def forward(self, x):
+        y = self.conv(x)
+        h, ctx = torch.split(y, [self.hidden, y.shape[1] - self.hidden], dim=1)
+        return self.a(torch.tanh(h)) + self.b(F.relu(ctx))
+
+
+def test_a_split_piece_keeps_its_share_instead_of_halving_the_whole_selection():
+    model = UnequalSplit().eval()
+    x = torch.randn(1, 3, 4, 4)
+    report = tp.prune_model(model, x, amount=0.5, ignored_layers=[model.a, model.b],
+                            dry_run=True)
+    (group,) = report.groups
+    # the 5 lowest are the 4 context channels and channel 2; the context keeps its best half
+    # (halving the selection instead would leave only 2 channels pruned)
+    assert len(group.idxs) == 3 and 2 in group.idxs and len(set(group.idxs) & {6, 7, 8, 9}) == 2
+    assert_matches_twin(model, report.plan, x)
