@@ -45,6 +45,7 @@ def test_a_yolo_pruned_straight_after_it_is_built_runs():
     assert _removed(before, model) > 0.45
 
 
+@pytest.mark.slow
 def test_yolo_prunes_as_far_as_torch_pruning_once_its_loss_outputs_are_released():
     tasks = pytest.importorskip("ultralytics.nn.tasks")
     torch.manual_seed(0)
