@@ -129,8 +129,9 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
         expandable = [not fixed[x] for x in side]
         prefer = None
         if policy != "cheapest" and len(side) > 1:
-            # "heads": whole attention heads, and whole groups of a GroupNorm or grouped conv
-            # (removing a whole group leaves the others' statistics and weights as they were)
+            # "heads": whole attention heads, and whole groups of a GroupNorm (removing a whole
+            # group leaves the other groups' statistics as they were; the same slot of every
+            # group would change them all)
             heads = dg.head_like()
             whole = policy == "heads"
             prefer = [bool(heads[x]) == whole or (whole and _is_groups(dg, x)) for x in side]
@@ -153,8 +154,9 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
 
 
 def _is_groups(dg: DimGraph, v: int) -> bool:
+    """A GroupNorm's groups (a grouped conv's are exact either way: left to the cost)."""
     vi = dg.virtuals.get(v)
-    return vi is not None and vi.name == "groups"
+    return vi is not None and vi.name == "groups" and vi.attr == "num_groups"
 
 
 def _check(cl: Closure, allow_output_change: bool) -> None:
