@@ -33,7 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DependencyGraph", "PruningPlan", "Step", "trace", "strategy", "utils", "history_of",
-    "prune_model", "select_channels", "save", "load", "Explorer",
+    "prune_model", "select_channels", "save", "load", "Explorer", "plan_pretrained",
+    "prune_pretrained",
     "REGISTRY", "LayerSpec", "register_layer",
     "PruningError", "TracingError", "InvalidIndicesError", "InvalidAmountError",
     "PruneAllChannelsError", "UnknownModuleError", "UnsupportedOperationError",
@@ -59,6 +60,9 @@ def __getattr__(name):  # heavy or optional pieces load on first use
     if name in ("save", "load"):
         from . import serialization
         return getattr(serialization, name)
+    if name in ("plan_pretrained", "prune_pretrained"):
+        from . import pretrained
+        return getattr(pretrained, name)
     if name == "Explorer":
         from .widget import Explorer
         return Explorer

@@ -225,6 +225,15 @@ class DependencyGraph:
         t = m._parameters.get(attr)
         return t if t is not None else m._buffers[attr]
 
+    def channel_scores(self, name: str, dim: int, strategy: str):
+        """Per-index importance of tensor ``name`` along ``dim`` for a strategy (None: the
+        strategy does not score this tensor). Scoring reads weights here only, so a graph of
+        a model that was never loaded (``plan_pretrained``) reads them from disk instead."""
+        from .groups import slice_scores
+        owner = name.rpartition(".")[0]
+        module = self.model.get_submodule(owner) if owner else self.model
+        return slice_scores(strategy)(name, self.tensor(name), dim, module)
+
     def root_vertex(self, module: nn.Module | str, side: str = "out") -> int:
         """The dim-graph vertex for a layer's output (or input) channels."""
         name = self.module_name(module)

@@ -76,9 +76,11 @@ def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
     return names
 
 
-def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: str = "heads"
-                ) -> list[Group]:
-    """Every group of the model, in graph order, each from its first layer."""
+def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: str = "heads",
+                param_roots: bool = False) -> list[Group]:
+    """Every group of the model, in graph order, each from its first layer. With
+    ``param_roots`` also the prunable dims of parameters no layer owns (fused MoE experts'
+    ``gate_up_proj``), each rooted at its parameter."""
     G = dg.dg
     graph = dg.graph
     ignored = _ignored_names(dg, ignored_layers)
@@ -105,44 +107,78 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
             continue
         if root in covered:
             continue
-        size = G.size[root]
+        group = _group_at(dg, node.module, root, policy, ignored_out, covered)
+        groups.append(group)
+    if param_roots:
+        groups.extend(_param_groups(dg, policy, ignored, ignored_out, covered))
+    return groups
+
+
+def _param_groups(dg, policy, ignored, ignored_out, covered) -> list[Group]:
+    """Groups rooted at the dims of bare parameters (of modules that are not layers) that
+    no layer's group covers; only the prunable ones (a dim that reaches an op nobody
+    described, such as the experts dim gathered by routing, is no group)."""
+    G, graph = dg.dg, dg.graph
+    layer_owned = {n.module for n in graph.nodes.values() if n.kind == NODE_LAYER and n.module}
+    out = []
+    for value in graph.values.values():
+        if value.kind != PARAM:
+            continue
+        owner = value.name.rpartition(".")[0]
+        if owner in layer_owned or owner in ignored:
+            continue
+        for dim in range(len(value.shape)):
+            root = G.vertex_of.get((value.id, dim))
+            if root is None or root in covered or G.size[root] < 2:
+                continue
+            group = _group_at(dg, value.name, root, policy, ignored_out, covered)
+            if group.prunable:
+                out.append(group)
+    return out
+
+
+def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
+    """The group of everything coupled to vertex ``root`` (``name``'s channels)."""
+    G = dg.dg
+    size = G.size[root]
+    group = Group(name, root, size, [])
+    units, touched = compute_units(dg, group, policy, with_touched=True)
+    if touched is not None:
+        # whole heads, group slots: the members are what the units reach, and the group is
+        # judged by what one unit does (removing *every* channel at once widens through
+        # reshapes into dims no real selection touches: a rotary table shared by all layers)
+        members = list(touched)
+        probe = close(G, {root: units[0]}, policy=policy)
+    else:
         # every channel but one: removing *all* of them at once would also empty the dims a
         # reshape merged them with (InstanceNorm's view(1, B * C, H, W) takes the batch along,
         # and with it every other group), which no selection does: one unit always stays
         probe = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
                       policy=policy)
         members = [v for v in probe.order if probe.count(v)]
-        group = Group(node.module, root, size, members)
-        units, touched = compute_units(dg, group, policy, with_touched=True)
-        if touched is not None:  # whole heads, group slots: a unit reaches less than the probe
-            members = [v for v in members if v in touched]
-            group.members = members
-            # judge the group by what one unit does: removing *every* channel at once widens
-            # through reshapes into dims no real selection touches
-            probe = close(G, {root: units[0]}, policy=policy)
-        group.units = units
-        group.layers = _layers(dg, members)
-        covered.update(members)
-        bad = [p for p in probe.problems if p.kind != "all-channels"]
-        hit_ignored = [v for v in members if v in ignored_out]
-        if hit_ignored:
-            group.pinned_by = _vertex_module(dg, hit_ignored[0])
-            group.problem = f"coupled to the output channels of ignored layer {group.pinned_by}"
-        elif bad:
-            group.problem = bad[0].message
-            group.pinned_by = bad[0].node
-        elif size < 2:
-            group.problem = "has a single channel"
-        elif len(units) < 2:
-            widened = close(G, {root: units[0][:1]}, policy=policy).widened_by
-            group.pinned_by = widened[0] if widened else None
-            group.problem = "its channels form a single unit" + (
-                f": {', '.join(widened[:3])}{' ...' if len(widened) > 3 else ''} widen one "
-                f"channel to all {size} (whole heads or groups that do not line up)"
-                if widened else "")
-        group.kind = _kind(dg, probe, members)
-        groups.append(group)
-    return groups
+    group.members = members
+    group.units = units
+    group.layers = _layers(dg, members)
+    covered.update(members)
+    bad = [p for p in probe.problems if p.kind != "all-channels"]
+    hit_ignored = [v for v in members if v in ignored_out]
+    if hit_ignored:
+        group.pinned_by = _vertex_module(dg, hit_ignored[0])
+        group.problem = f"coupled to the output channels of ignored layer {group.pinned_by}"
+    elif bad:
+        group.problem = bad[0].message
+        group.pinned_by = bad[0].node
+    elif size < 2:
+        group.problem = "has a single channel"
+    elif len(units) < 2:
+        widened = close(G, {root: units[0][:1]}, policy=policy).widened_by
+        group.pinned_by = widened[0] if widened else None
+        group.problem = "its channels form a single unit" + (
+            f": {', '.join(widened[:3])}{' ...' if len(widened) > 3 else ''} widen one "
+            f"channel to all {size} (whole heads or groups that do not line up)"
+            if widened else "")
+    group.kind = _kind(dg, probe, members)
+    return group
 
 
 def _top(names: set[str]) -> set[str]:
@@ -238,12 +274,12 @@ def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
         return (units, None) if with_touched else units
     remaining = np.ones(group.size, dtype=bool)
     units = []
-    touched: set[int] = set()
+    touched: dict[int, None] = {}  # in the order the closures reach them
     while remaining.any() and len(units) < max_closures:
         i = int(np.argmax(remaining))
         cl = first if i == 0 else close(G, {group.vertex: np.array([i], dtype=im.INDEX)},
                                         policy=policy)
-        touched.update(v for v in cl.order if cl.count(v))
+        touched.update((v, None) for v in cl.order if cl.count(v))
         u = cl.pruned(group.vertex)
         u = u[remaining[u]]
         if len(u) == 0:
@@ -334,7 +370,6 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         rng = rng or np.random.default_rng(0)
         return rng.random(len(units))
     G = dg.dg
-    score = slice_scores(strategy)
     n = len(units)
     totals = np.zeros(n)
     singletons = all(len(u) == 1 for u in units)
@@ -350,10 +385,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         if cache is not None and ckey in cache:
             s = cache[ckey]
         else:
-            t = dg.tensor(val.name)
-            mod = dg.model.get_submodule(val.name.rpartition(".")[0]) if "." in val.name \
-                else dg.model
-            s = score(val.name, t, key[1], mod)
+            s = dg.channel_scores(val.name, key[1], strategy)
             if s is not None:
                 s = np.asarray(_lamp(s) if strategy == "lamp" else s, dtype=float)
             if cache is not None:

@@ -31,6 +31,11 @@ A directory (any ``path`` not ending in ``.safetensors``) holding two files:
          "ints":   [[module, attr, old, new], ...],         # Python ints a forward reads
          "sync":   [module, ...]}                           # layers whose sizes to re-derive
 
+A Hugging Face checkpoint directory written by ``prune_pretrained`` (``config.json``,
+safetensors shards and their index, in the checkpoint's own key names) loads the same way: its
+``history.json`` says ``"weights": "huggingface"``, and the shards are read through the
+checkpoint's key mapping (renamings, tied and fused tensors) once the history is replayed.
+
 A path ending in ``.safetensors`` is a single file instead: the same JSON document is stored
 in the safetensors header metadata under the key ``prune_explorer``.
 
@@ -348,6 +353,10 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
                                        f"it was not written by tp.save")
         doc = json.loads(meta[METADATA_KEY])
         weights = st.load_file(path)
+    elif os.path.isdir(path) and _is_pretrained_dir(path):
+        with open(os.path.join(path, HISTORY_FILE)) as f:
+            doc = json.load(f)
+        weights = None  # read after replay, through the checkpoint's key mapping
     elif os.path.isdir(path):
         hist, wts = os.path.join(path, HISTORY_FILE), os.path.join(path, WEIGHTS_FILE)
         for f in (hist, wts):
@@ -367,6 +376,30 @@ def _read(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
         raise HistoryMismatchError(f"{path} was written by a newer prune_explorer (format "
                                    f"version {doc['version']}); upgrade to load it")
     return doc, weights
+
+
+def _tied_names(model: nn.Module) -> dict[str, str]:
+    from .hf_checkpoint import _canonical_names
+    return {n: c for n, c in _canonical_names(model).items() if n != c}
+
+
+def _is_pretrained_dir(path: str) -> bool:
+    """A Hugging Face checkpoint written by ``prune_pretrained`` (its history says so)."""
+    hist = os.path.join(path, HISTORY_FILE)
+    if not os.path.isfile(hist) or not os.path.isfile(os.path.join(path, "config.json")):
+        return False
+    try:
+        with open(hist) as f:
+            return json.load(f).get("weights") == "huggingface"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _pretrained_weights(path: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The module tensors of a pruned Hugging Face checkpoint, for a replayed model."""
+    from .hf_checkpoint import Checkpoint
+    ck = Checkpoint(path).bind(model)
+    return {name: ck.read(name) for name in ck.sources}
 
 
 def load(path: str | os.PathLike, model_factory: Callable[[], nn.Module] | nn.Module,
@@ -393,6 +426,10 @@ def load(path: str | os.PathLike, model_factory: Callable[[], nn.Module] | nn.Mo
             raise HistoryMismatchError(f"{exc} (the file was saved from a {saved_class}; "
                                        f"model_factory built a {_qualname(model)})") from None
         raise
+    if weights is None:
+        weights = _pretrained_weights(path, model)
+        tied = {n: m for n, m in _tied_names(model).items() if m in weights}
+        weights.update({n: weights[m] for n, m in tied.items()})
     for alias, stored in doc.get("aliases", {}).items():
         if stored in weights:
             weights[alias] = weights[stored]

@@ -442,6 +442,8 @@ class _DispatchRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.namespace == "prim":  # metadata queries (prim.device of a FakeTensor)
+            return out
         with torch._C.DisableTorchFunction():  # our bookkeeping is not the model's code
             self.rec.on_aten(func, args, kwargs, out)
         return out

@@ -107,7 +107,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 head_pruning: str = "heads", prune_hidden: bool = True,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
                 verbose: bool = False, DG: DependencyGraph | None = None,
-                dry_run: bool = False, seed: int = 0, fixed_outputs="primary") -> PruneReport:
+                dry_run: bool = False, seed: int = 0,
+                param_roots: bool = False, fixed_outputs="primary") -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -125,14 +126,17 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     groups that were skipped and why). The model still runs and keeps its output shape.
     ``dry_run=True`` changes nothing: the report's ``plan`` is the combined plan, unexecuted,
     and ``params_after``/``macs_after`` are its predictions. ``seed`` drives
-    ``strategy="random"``. ``fixed_outputs``: which outputs keep their shape
-    (``"primary"``, ``"all"`` or ``lambda out: ...``; see ``DependencyGraph.build_dependency``);
-    a model that returns features only for its loss (a YOLO head's second output) prunes
-    further with ``fixed_outputs=lambda out: out[0]``.
+    ``strategy="random"``. ``param_roots=True`` also prunes dims of parameters that no layer
+    owns (fused MoE experts' intermediate size), as ``prune_pretrained`` does.
+    ``fixed_outputs``: which outputs keep their shape (``"primary"``, ``"all"`` or
+    ``lambda out: ...``; see ``DependencyGraph.build_dependency``); a model that returns
+    features only for its loss (a YOLO head's second output) prunes further with
+    ``fixed_outputs=lambda out: out[0]``.
     """
     amount = _check_amount(amount)
-    if strategy not in STRATEGY_NAMES:
-        raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {STRATEGY_NAMES}")
+    known = STRATEGY_NAMES + tuple(getattr(DG, "extra_strategies", ()))
+    if strategy not in known:
+        raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {known}")
     if head_pruning not in ("heads", "dims"):
         raise InvalidAmountError("head_pruning must be 'heads' or 'dims'")
     if round_to is not None and int(round_to) < 1:
@@ -149,7 +153,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         loss_fn(model).backward()
 
     policy = head_pruning
-    groups = find_groups(DG, ignored_layers or (), policy=policy)
+    groups = find_groups(DG, ignored_layers or (), policy=policy, param_roots=param_roots)
     prunable = [g for g in groups if g.prunable]
     if round_to and prunable and all(round_to > g.size for g in prunable):
         largest = max(prunable, key=lambda g: g.size)

@@ -755,3 +755,16 @@ class Explorer:
         p = f", plan={self.plan!r}" if self.plan is not None else ""
         return (f"<Explorer {self.title}: {len(self.DG.graph.nodes)} nodes, "
                 f"root={self.root}{p}, {len(self.history)} commits>")
+
+    @classmethod
+    def from_pretrained(cls, source, *, seq_len: int = 32, **kwargs) -> "Explorer":
+        """An explorer on a Hugging Face checkpoint directory (or a ``PretrainedConfig``) that
+        is never loaded: the model is built and traced on fake tensors, repeated decoder
+        layers fold, previews use shapes only, and a strategy reads just the clicked group's
+        tensors from disk. Commit prunes the fake model (to preview further steps); write the
+        checkpoint with ``tp.prune_pretrained``."""
+        from ..pretrained import pretrained_graph
+        DG = pretrained_graph(source, seq_len)
+        where = DG.checkpoint.path if DG.checkpoint is not None else "config"
+        kwargs.setdefault("title", f"{type(DG.model).__name__} ({where})")
+        return cls(DG.model, DG=DG, **kwargs)
