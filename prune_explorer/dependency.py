@@ -238,7 +238,12 @@ class DependencyGraph:
         """The dim-graph vertex for a layer's output (or input) channels."""
         name = self.module_name(module)
         m = self.model.get_submodule(name) if name else self.model
-        if name not in self.graph.module_nodes:
+        node = None
+        if name in self.graph.module_nodes:
+            node = self.graph.nodes[self.graph.module_nodes[name][0]]
+        elif not self._owns_traced_params(m):
+            # (a layer with children of its own, smp's Conv2dStaticSamePadding calling its
+            # static_padding, is no leaf node, but its weights were traced: it roots too)
             parent = name
             while parent:
                 parent = parent.rpartition(".")[0]
@@ -253,8 +258,7 @@ class DependencyGraph:
                 f"{name} ({type(m).__name__}) was never called in forward with the example "
                 f"inputs, so it has no dependencies to prune; check the inputs or the mode")
         spec = self.registry.lookup(m)
-        node = self.graph.nodes[self.graph.module_nodes[name][0]]
-        if node.opaque:
+        if node is not None and node.opaque:
             for vid, vi in self.dg.virtuals.items():
                 if vi.node == node.id and vi.name in (("embed", "channels", "out channels")
                                                       if side == "out" else
@@ -262,8 +266,8 @@ class DependencyGraph:
                     return vid
             raise UnsupportedOperationError(f"{name} ({type(m).__name__}) has no {side}put "
                                             f"channels to prune")
-        if spec is not None and side == "in" and isinstance(m, nn.modules.conv._ConvNd) \
-                and m.groups > 1:
+        if node is not None and spec is not None and side == "in" and isinstance(
+                m, nn.modules.conv._ConvNd) and m.groups > 1:
             x = next(v for v in node.inputs if self.graph.values[v].kind != PARAM)
             return self.dg.vertex(x, 1)
         dims = None
@@ -282,6 +286,13 @@ class DependencyGraph:
         raise UnsupportedOperationError(
             f"{name} ({type(m).__name__}) has no traced {side}put channels to prune; "
             f"prune a layer with weights (conv, linear, norm, embedding)")
+
+    def _owns_traced_params(self, m: nn.Module) -> bool:
+        """A registered layer type whose own weights the trace read (it ran, as ops)."""
+        spec = self.registry.lookup(m)
+        return spec is not None and not spec.opaque and any(
+            self._param_name.get(id(t)) in self.graph.param_values
+            for t in m._parameters.values() if t is not None)
 
     # ---- plans --------------------------------------------------------------------------------
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,

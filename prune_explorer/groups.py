@@ -96,18 +96,18 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
             pass
     covered: set[int] = set()
     groups: list[Group] = []
+    scopes: dict[str, bool] = {}
     for node in graph.nodes.values():
-        if node.kind != NODE_LAYER or node.call_index or not node.module:
-            continue
-        if node.module in ignored:
+        name = _layer_of(dg, node, scopes)
+        if name is None or name in ignored:
             continue
         try:
-            root = dg.root_vertex(node.module, "out")
+            root = dg.root_vertex(name, "out")
         except Exception:
             continue
         if root in covered:
             continue
-        group = _group_at(dg, node.module, root, policy, ignored_out, covered)
+        group = _group_at(dg, name, root, policy, ignored_out, covered)
         groups.append(group)
     if param_roots:
         groups.extend(_param_groups(dg, policy, ignored, ignored_out, covered))
@@ -179,6 +179,25 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
             if widened else "")
     group.kind = _kind(dg, probe, members)
     return group
+
+
+def _layer_of(dg: "DependencyGraph", node, scopes: dict[str, bool]) -> str | None:
+    """The layer a node is the first call of: a leaf layer, or a layer with children of its
+    own whose ops ran in its scope (a conv subclass that pads with a child module first)."""
+    if node.kind == NODE_LAYER:
+        return node.module if node.module and not node.call_index else None
+    scope = node.scope
+    if node.kind != "op" or not scope or scope in dg.graph.module_nodes:
+        return None
+    known = scopes.get(scope)
+    if known is None:
+        try:
+            m = dg.model.get_submodule(scope)
+        except AttributeError:
+            m = None
+        known = scopes[scope] = bool(m is not None and m._parameters and
+                                     dg._owns_traced_params(m))
+    return scope if known else None
 
 
 def _top(names: set[str]) -> set[str]:

@@ -307,3 +307,38 @@ def test_a_split_piece_keeps_its_share_instead_of_halving_the_whole_selection():
     # (halving the selection instead would leave only 2 channels pruned)
     assert len(group.idxs) == 3 and 2 in group.idxs and len(set(group.idxs) & {6, 7, 8, 9}) == 2
     assert_matches_twin(model, report.plan, x)
+
+
+class SamePaddingConv(nn.Conv2d):
+    """smp's / EfficientNet's Conv2dStaticSamePadding: a conv that pads with a child module
+    first, so it is no leaf; its channels are a group all the same."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.static_padding = nn.ZeroPad2d(1)
+
+    def forward(self, x):
+        return F.conv2d(self.static_padding(x), self.weight, self.bias, self.stride, 0)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.reduce = SamePaddingConv(8, 4, 1)
+        self.expand = SamePaddingConv(4, 8, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        s = torch.sigmoid(self.expand(F.silu(self.reduce(h.mean((2, 3), keepdim=True)))))
+        return self.head(h * s[..., 1:-1, 1:-1].mean((2, 3), keepdim=True))
+
+
+def test_a_layer_with_a_child_module_of_its_own_roots_a_group():
+    model = SqueezeExcite().eval()
+    x = torch.randn(1, 3, 5, 5)
+    report = tp.prune_model(model, x, amount=0.5, ignored_layers=[model.head], dry_run=True)
+    assert {g.root: g.pruned for g in report.groups} == {"conv": 4, "reduce": 2}
+    assert_matches_twin(model, report.plan, x)
+    assert model.reduce.out_channels == 2 and model.expand.in_channels == 2
