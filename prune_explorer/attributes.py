@@ -21,6 +21,7 @@ _HINT = re.compile(r"head|dim|size|channel|feature|embed|hidden|width|group|spli
                    r"^nf$|^nx$|^n_|num_|shape|planes|ratio|heads", re.I)
 _SHAPE_OPS = {"view", "_unsafe_view", "reshape", "expand", "_reshape_alias", "view_copy",
               "expand_copy", "new_zeros", "new_ones", "new_empty", "new_full"}
+_SIZE_LIST_OPS = _SHAPE_OPS | {"split_with_sizes", "split_with_sizes_copy"}
 
 
 def _changed_ints(call: Call, graph: Graph, shapes: dict[int, tuple], pruned_of=None
@@ -207,9 +208,10 @@ def infer_int_updates(model: nn.Module, graph: Graph, nodes: Iterable[str],
                     if len(py) == len(call.args[1]) and py[pos] == -1:
                         continue
                 srcs = call.int_sources
-                if python_call and srcs and call.packet in _SHAPE_OPS and len(srcs) == len(
-                        call.args[1]) and srcs[pos] is not None:
-                    continue  # read from a tensor's shape (c // self.groups): adapts by itself
+                if python_call and srcs and call.packet in _SIZE_LIST_OPS and len(
+                        srcs) == len(call.args[1]) and srcs[pos] is not None:
+                    # read from a tensor's shape (c // self.groups, c - self.hidden): adapts
+                    continue
                 found = False
                 for scope in _scope_chain(node):
                     try:
@@ -345,3 +347,29 @@ def _config_update(model, node: Node, old: int, new: int, updates: dict) -> bool
             updates.setdefault((scope, f"config.{attr}"), (val, newval))
             return True
     return False
+
+
+def check_updates(model: nn.Module, graph: Graph, shapes: dict[int, tuple],
+                  planned: Iterable[tuple]) -> list[tuple[str, str, object, object]]:
+    """Int attributes a module's code compared with a size it read (``assert
+    hidden_states.shape[1] == self.channels`` in diffusers' Downsample2D): when the plan
+    changes that size, the attribute follows it."""
+    done = {(m, a) for m, a, _o, _n in planned}
+    updates = []
+    for where, value, dim, num, den in graph.shape_checks:
+        new_shape = shapes.get(value)
+        if new_shape is None or value not in graph.values:
+            continue
+        size_old, size_new = graph.values[value].shape[dim], new_shape[dim]
+        old, new = size_old * num // den, size_new * num // den
+        if size_old == size_new or new * den != size_new * num:
+            continue
+        try:
+            module = model.get_submodule(where) if where else model
+        except AttributeError:
+            continue
+        for attr, val in _pick([c for c in _candidates(module, old) if isinstance(c[1], int)]):
+            if (where, attr) not in done:
+                done.add((where, attr))
+                updates.append((where, attr, val, new))
+    return updates

@@ -72,6 +72,38 @@ def shared_size_dims(model: nn.Module, graph: Graph) -> list[list[tuple[int, int
     return [("map", dims) for dims in buckets.values() if len(dims) > 1]
 
 
+def equal_split_pieces(model: nn.Module, graph: Graph) -> list[tuple]:
+    """``a, b = x.split((self.c, self.c), 1)`` (YOLO's C2PSA): one int attribute sizes every
+    piece, so the pieces must stay equal and lose the same slots, as a chunk's do. Not when a
+    list attribute holds the sizes (``self.split_sizes = [6, 6]``: each updated on its own),
+    nor when a size was computed from the tensor (``C - self.hidden``: it adapts)."""
+    found = []
+    for node in graph.nodes.values():
+        for call in node.calls:
+            if call.packet not in ("split_with_sizes", "split_with_sizes_copy") or \
+                    call.py is None:
+                continue
+            sizes = list(call.args[1])
+            n = len(sizes)
+            if n < 2 or len(set(sizes)) > 1 or list(call.py_ints[:n]) != sizes or any(
+                    call.int_sources[:n]):
+                continue
+            owner = node.module or node.scope
+            try:
+                scope = model.get_submodule(owner) if owner else model
+            except AttributeError:
+                continue
+            values = [v for a, v in vars(scope).items() if not a.startswith("_")]
+            if any(isinstance(v, (list, tuple)) and list(v) == sizes for v in values) or not any(
+                    type(v) is int and v == sizes[0] for v in values):
+                continue
+            outs = [o for o in call.outputs if o is not None]
+            nd = len(graph.values[outs[0]].shape)
+            dim = (call.args[2] if len(call.args) > 2 else call.kwargs.get("dim", 0)) % nd
+            found.append(("map", [(o, dim) for o in outs]))
+    return found
+
+
 
 
 # ops that make a dim of a size the code passes: the size argument's position, per packet

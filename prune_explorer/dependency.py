@@ -66,14 +66,16 @@ class DependencyGraph(ClassicGraphAPI):
     # ---- building -----------------------------------------------------------------------------
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,
-                         verbose: bool = True, fixed_outputs: str = "primary",
+                         verbose: bool = True, fixed_outputs="primary",
                          **kwargs) -> "DependencyGraph":
         """Trace ``model(example_inputs)`` and build the dependency graph. Returns ``self``.
 
-        ``fixed_outputs="primary"`` keeps the main output's shape (a tensor, every tensor of a
-        tuple, the first entry of a dict or ModelOutput such as ``logits``); ``"all"`` keeps
-        every returned tensor's shape. ``pruning_dim`` and ``output_transform`` are accepted
-        for compatibility with the classic API; dims are found by tracing.
+        ``fixed_outputs`` says which outputs keep their shape: ``"primary"`` (default: a
+        tensor, every tensor of a tuple, the first entry of a dict or ModelOutput such as
+        ``logits``), ``"all"``, or a callable ``output -> the outputs to keep``
+        (``lambda out: out[0]`` for a YOLO head, whose second output only feeds its loss).
+        ``pruning_dim`` and ``output_transform`` are accepted for compatibility with the
+        classic API; dims are found by tracing.
         """
         if example_inputs is None:
             example_inputs = kwargs.pop("inputs", None)
@@ -82,6 +84,9 @@ class DependencyGraph(ClassicGraphAPI):
                             "tensors, or a dict of keyword arguments for model(...)")
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency expects an nn.Module, got {type(model).__name__}")
+        if not callable(fixed_outputs) and fixed_outputs not in ("primary", "all"):
+            raise TypeError(f"fixed_outputs must be 'primary', 'all' or a callable output -> "
+                            f"the outputs to keep (lambda out: out[0]), got {fixed_outputs!r}")
         self.model = model
         self.example_inputs = example_inputs
         self.verbose = verbose
@@ -93,9 +98,10 @@ class DependencyGraph(ClassicGraphAPI):
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
                       getattr(self, "fixed_outputs", "primary"))
-        from .couplings import shape_provenance, shared_size_dims
+        from .couplings import equal_split_pieces, shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
-                             shared_size_dims(self.model, graph) + shape_provenance(graph))
+                             shared_size_dims(self.model, graph) + shape_provenance(graph)
+                             + equal_split_pieces(self.model, graph))
         self._graph, self._dg = graph, dg
         self._stale = False
         self.version += 1
@@ -236,7 +242,12 @@ class DependencyGraph(ClassicGraphAPI):
         """The dim-graph vertex for a layer's output (or input) channels."""
         name = self.module_name(module)
         m = self.model.get_submodule(name) if name else self.model
-        if name not in self.graph.module_nodes:
+        node = None
+        if name in self.graph.module_nodes:
+            node = self.graph.nodes[self.graph.module_nodes[name][0]]
+        elif not self._owns_traced_params(m):
+            # (a layer with children of its own, smp's Conv2dStaticSamePadding calling its
+            # static_padding, is no leaf node, but its weights were traced: it roots too)
             parent = name
             while parent:
                 parent = parent.rpartition(".")[0]
@@ -251,8 +262,7 @@ class DependencyGraph(ClassicGraphAPI):
                 f"{name} ({type(m).__name__}) was never called in forward with the example "
                 f"inputs, so it has no dependencies to prune; check the inputs or the mode")
         spec = self.registry.lookup(m)
-        node = self.graph.nodes[self.graph.module_nodes[name][0]]
-        if node.opaque:
+        if node is not None and node.opaque:
             for vid, vi in self.dg.virtuals.items():
                 if vi.node == node.id and vi.name in (("embed", "channels", "out channels")
                                                       if side == "out" else
@@ -260,8 +270,8 @@ class DependencyGraph(ClassicGraphAPI):
                     return vid
             raise UnsupportedOperationError(f"{name} ({type(m).__name__}) has no {side}put "
                                             f"channels to prune")
-        if spec is not None and side == "in" and isinstance(m, nn.modules.conv._ConvNd) \
-                and m.groups > 1:
+        if node is not None and spec is not None and side == "in" and isinstance(
+                m, nn.modules.conv._ConvNd) and m.groups > 1:
             x = next(v for v in node.inputs if self.graph.values[v].kind != PARAM)
             return self.dg.vertex(x, 1)
         dims = None
@@ -280,6 +290,13 @@ class DependencyGraph(ClassicGraphAPI):
         raise UnsupportedOperationError(
             f"{name} ({type(m).__name__}) has no traced {side}put channels to prune; "
             f"prune a layer with weights (conv, linear, norm, embedding)")
+
+    def _owns_traced_params(self, m: nn.Module) -> bool:
+        """A registered layer type whose own weights the trace read (it ran, as ops)."""
+        spec = self.registry.lookup(m)
+        return spec is not None and not spec.opaque and any(
+            self._param_name.get(id(t)) in self.graph.param_values
+            for t in m._parameters.values() if t is not None)
 
     # ---- plans --------------------------------------------------------------------------------
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,

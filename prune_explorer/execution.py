@@ -14,7 +14,7 @@ from torch import nn
 
 from .plan import Actions, PruningPlan
 from .pruners import prune_tensor, sync_layer
-from .tracing import cache_dicts
+from .module_state import cache_dicts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dependency import DependencyGraph

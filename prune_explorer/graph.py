@@ -123,6 +123,10 @@ class Graph:
     fingerprint: tuple = ()
     primary_outputs: tuple[int, ...] | None = None  # outputs whose shape must be kept
     shape_reads: frozenset = frozenset()  # (value, dim) whose size the Python code read
+    output_paths: dict[int, str] = field(default_factory=dict)  # output value -> "output[1]"
+    # (module, value, dim, num, den): the module's code found size(value, dim) * num / den
+    # equal to a plain int (``assert x.shape[1] == self.channels``)
+    shape_checks: tuple = ()
 
     @property
     def fixed_outputs(self) -> tuple[int, ...]:

@@ -60,6 +60,9 @@ class Group:
     units: list[np.ndarray] | None = None
     problem: str | None = None  # why the group cannot be pruned
     layers: list[str] = field(default_factory=list)
+    # what pins it: the op or layer to blame, an ignored layer, or a model output by its path
+    # (``output[1]['feats'][0]``); None when the group is prunable
+    pinned_by: str | None = None
 
     @property
     def prunable(self) -> bool:
@@ -113,18 +116,18 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
             pass
     covered: set[int] = set()
     groups: list[Group] = []
+    scopes: dict[str, bool] = {}
     for node in graph.nodes.values():
-        if node.kind != NODE_LAYER or node.call_index or not node.module:
-            continue
-        if node.module in ignored:
+        name = _layer_of(dg, node, scopes)
+        if name is None or name in ignored:
             continue
         try:
-            root = dg.root_vertex(node.module, "out")
+            root = dg.root_vertex(name, "out")
         except Exception:
             continue
         if root in covered:
             continue
-        group = _group_at(dg, node.module, root, policy, ignored_out, covered)
+        group = _group_at(dg, name, root, policy, ignored_out, covered)
         groups.append(group)
     if param_roots:
         groups.extend(_param_groups(dg, policy, ignored, ignored_out, covered))
@@ -167,7 +170,11 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
         members = list(touched)
         probe = close(G, {root: units[0]}, policy=policy)
     else:
-        probe = close(G, {root: np.arange(size, dtype=im.INDEX)}, policy=policy)
+        # every channel but one: removing *all* of them at once would also empty the dims a
+        # reshape merged them with (InstanceNorm's view(1, B * C, H, W) takes the batch along,
+        # and with it every other group), which no selection does: one unit always stays
+        probe = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
+                      policy=policy)
         members = [v for v in probe.order if probe.count(v)]
     group.members = members
     group.units = units
@@ -176,14 +183,41 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
     bad = [p for p in probe.problems if p.kind != "all-channels"]
     hit_ignored = [v for v in members if v in ignored_out]
     if hit_ignored:
-        group.problem = (f"coupled to the output channels of ignored layer "
-                         f"{_vertex_module(dg, hit_ignored[0])}")
+        group.pinned_by = _vertex_module(dg, hit_ignored[0])
+        group.problem = f"coupled to the output channels of ignored layer {group.pinned_by}"
     elif bad:
         group.problem = bad[0].message
+        group.pinned_by = bad[0].node
     elif size < 2:
         group.problem = "has a single channel"
+    elif len(units) < 2:
+        widened = close(G, {root: units[0][:1]}, policy=policy).widened_by
+        group.pinned_by = widened[0] if widened else None
+        group.problem = "its channels form a single unit" + (
+            f": {', '.join(widened[:3])}{' ...' if len(widened) > 3 else ''} widen one "
+            f"channel to all {size} (whole heads or groups that do not line up)"
+            if widened else "")
     group.kind = _kind(dg, probe, members)
     return group
+
+
+def _layer_of(dg: "DependencyGraph", node, scopes: dict[str, bool]) -> str | None:
+    """The layer a node is the first call of: a leaf layer, or a layer with children of its
+    own whose ops ran in its scope (a conv subclass that pads with a child module first)."""
+    if node.kind == NODE_LAYER:
+        return node.module if node.module and not node.call_index else None
+    scope = node.scope
+    if node.kind != "op" or not scope or scope in dg.graph.module_nodes:
+        return None
+    known = scopes.get(scope)
+    if known is None:
+        try:
+            m = dg.model.get_submodule(scope)
+        except AttributeError:
+            m = None
+        known = scopes[scope] = bool(m is not None and m._parameters and
+                                     dg._owns_traced_params(m))
+    return scope if known else None
 
 
 def _top(names: set[str]) -> set[str]:

@@ -105,6 +105,13 @@ class RuleContext:
         if va is not None:
             self.b.add_absorb(va, self, why)
 
+    def sized_by_a_tensor(self, ref: Ref, dim: int) -> None:
+        """An output dim the op makes as wide as another tensor says (a broadcast copy): it
+        can be made narrower, whatever indices are pruned."""
+        v = self.v(ref, dim)
+        if v is not None:
+            self.b._touch(v, self)
+
     def virtual(self, name: str, size: int, attr: str | None = None, fixed: bool = False):
         if size <= 1:
             return None
@@ -255,8 +262,20 @@ def _t(ctx: RuleContext) -> None:
 
 @rule("expand", "expand_copy", "broadcast_to", "expand_as")
 def _expand(ctx: RuleContext) -> None:
+    """Dims of size > 1 carry their index through. A dim broadcast from size 1 holds copies:
+    when its size comes from a tensor (``norm.expand_as(x)`` in ``F.normalize``, SSD's
+    L2Norm) it follows that tensor's width, so the op can make it narrower; a size written
+    as a Python int stays fixed (the code would have to change)."""
     src, dst = ctx.arg(0), ctx.out(0)
     ctx.broadcast([src], dst, "expand")
+    ins, outs = ctx.shape(src), ctx.shape(dst)
+    literal = set() if ctx.call.py_fn == "expand_as" else {
+        i for i, s in zip(ctx.call.py_ints, ctx.call.int_sources or (None,) * len(
+            ctx.call.py_ints)) if s is None}
+    offset = len(outs) - len(ins)
+    for j, n in enumerate(outs):
+        if n > 1 and (j < offset or ins[j - offset] == 1) and n not in literal:
+            ctx.sized_by_a_tensor(dst, j)
 
 
 @rule("select", "select_copy")
@@ -557,6 +576,37 @@ def _all_but_dim(ctx: RuleContext, base: Ref, others: tuple, why: str) -> None:
             ctx.same(base, i, dst, i, why)
             for r in others:
                 ctx.same(r, i, dst, i, f"{why} operand")
+
+
+@rule("index_put", "index_put_", "_index_put_impl", "_index_put_impl_", "_unsafe_index_put")
+def _index_put(ctx: RuleContext) -> None:
+    """``out[idx] = values``: every dim of ``self`` passes to the result; ``values`` fills the
+    indexed rows, so its trailing dims are the dims after the last indexed one (the channels
+    of torchvision's MultiScaleRoIAlign, written level by level into one tensor)."""
+    base, values, out = ctx.arg(0), ctx.arg(2, "values"), ctx.out(0)
+    shape = ctx.shape(base)
+    n = len(shape)
+    for i in range(n):
+        ctx.same(base, i, out, i, "index_put")
+    indices = list(ctx.arg(1, "indices"))
+    idx_dims = [i for i, x in enumerate(indices) if x is not None]
+    if not isinstance(values, Ref) or not idx_dims:
+        return
+    vs = ctx.shape(values)
+    for k, i in enumerate(range(n - 1, idx_dims[-1], -1)):
+        j = len(vs) - 1 - k
+        if j >= 0 and vs[j] == shape[i]:
+            ctx.same(values, j, out, i, "index_put values")
+
+
+@rule("roi_align", "roi_pool")
+def _roi_align(ctx: RuleContext) -> None:
+    """torchvision's ``roi_align(input [N, C, H, W], rois [K, 5])`` -> [K, C, h, w]: each box
+    pools every channel on its own (Faster / Mask R-CNN's FPN levels)."""
+    ctx.same(ctx.arg(0), 1, ctx.out(0), 1, "pooled channels")
+    for o in range(1, len(ctx.call.outputs)):  # roi_pool's argmax
+        if ctx.out(o) is not None:
+            ctx.same(ctx.arg(0), 1, ctx.out(o), 1, "pooled channels")
 
 
 @rule("gather")

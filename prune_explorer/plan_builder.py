@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from . import index_mapping as im
-from .attributes import infer_int_updates
+from .attributes import check_updates, infer_int_updates
 from .explain import explain
 from .graph import BUFFER, NODE_OP, PARAM
 from .layers import LayerSpec
@@ -150,6 +150,7 @@ class PlanBuilder:
         actions.ints, suspects = infer_int_updates(
             G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of, knows_layer)
         actions.ints += self._size_attrs(layer_nodes, shapes, actions.ints)
+        actions.ints += check_updates(G.model, graph, shapes, actions.ints)
         actions.ints += [u for u in extra_ints if (u[0], u[1]) not in
                          {(m, a) for m, a, _o, _n in actions.ints}]
         sync = []

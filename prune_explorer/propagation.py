@@ -37,6 +37,7 @@ class Closure:
     order: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     expanded: bool = False  # a reshape widened the request (heads, groups, shuffles)
+    widened_by: list[str] = field(default_factory=list)  # the nodes whose reshape widened it
 
     def pruned(self, v: int) -> np.ndarray:
         m = self.masks.get(v)
@@ -128,8 +129,12 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
         expandable = [not fixed[x] for x in side]
         prefer = None
         if policy != "cheapest" and len(side) > 1:
+            # "heads": whole attention heads, and whole groups of a GroupNorm (removing a whole
+            # group leaves the other groups' statistics as they were; the same slot of every
+            # group would change them all)
             heads = dg.head_like()
-            prefer = [bool(heads[x]) == (policy == "heads") for x in side]
+            whole = policy == "heads"
+            prefer = [bool(heads[x]) == whole or (whole and _is_groups(dg, x)) for x in side]
         try:
             per_dim, widened = im.decompose(elems, sizes, expandable, prefer)
         except ValueError:
@@ -141,9 +146,17 @@ def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Clos
             return
         if widened.sum() > elems.sum():
             cl.expanded = True
+            if rel.node not in cl.widened_by:
+                cl.widened_by.append(rel.node)
             elems = widened
         for x, idxs in zip(side, per_dim):
             add(x, idxs, (v, ri))
+
+
+def _is_groups(dg: DimGraph, v: int) -> bool:
+    """A GroupNorm's groups (a grouped conv's are exact either way: left to the cost)."""
+    vi = dg.virtuals.get(v)
+    return vi is not None and vi.name == "groups" and vi.attr == "num_groups"
 
 
 def _check(cl: Closure, allow_output_change: bool) -> None:
@@ -179,11 +192,14 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 f"used by {node} along dim {key[1]}; it is not a parameter or buffer", v))
             continue
         if value.id in outputs and not allow_output_change:
+            path = graph.output_paths.get(value.id, "the model output")
             cl.problems.append(Problem(
-                "model-output", value.producer,
-                f"the plan would change the model output (shape {list(value.shape)}, produced "
-                f"by {value.producer}) along dim {key[1]}; add that layer to ignored_layers or "
-                f"pass allow_output_change=True", v))
+                "model-output", path,
+                f"the plan would change the model output"
+                f"{'' if path == 'output' else ' ' + path} (shape {list(value.shape)}, "
+                f"produced by {value.producer}) along dim {key[1]}; if the model returns it "
+                f"only for its loss, name the outputs to keep (fixed_outputs=lambda out: ...), "
+                f"else add its layer to ignored_layers", v))
         if value.kind not in (PARAM, BUFFER):
             cov = dg.cover.get(v)
             if cov is None or (cov is not True and not cov[m].all()):

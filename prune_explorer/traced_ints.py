@@ -2,14 +2,21 @@
 
 During tracing, ``x.shape`` and ``x.size()`` return ``TracedInt``s: plain ints to the model's
 code (arithmetic, indexing, torch calls all work), which also remember ``(value, dim)`` and a
-rational factor. ``C // num_heads`` stays traced (``C * 1/12``); anything else (``B * N``,
-``C + 1``) falls back to a plain int. When such an int reaches ``view(B, N, C)``, we know the
-target dim is *defined by* another tensor's dim — so pruning one must prune the other.
+rational factor. ``C // num_heads`` stays traced (``C * 1/12``). ``C - hidden`` or ``C + 1`` is
+*derived* from the dim (``num == 0``): no exact coupling, but the code computes it from the
+tensor, so a pruned model adapts it by itself (no attribute to update). Anything else falls
+back to a plain int. When a traced int reaches ``view(B, N, C)``, we know the target dim is
+*defined by* another tensor's dim — so pruning one must prune the other.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from math import gcd
+
+# set while tracing: called with (provenance, int) when the code finds a traced size equal to
+# a plain int (``assert x.shape[1] == self.channels``), so a plan can update that attribute
+SHAPE_CHECKS: ContextVar = ContextVar("prune_explorer_shape_checks", default=None)
 
 
 class TracedInt(int):
@@ -46,18 +53,38 @@ class TracedInt(int):
 
     __str__ = __repr__
 
-    # every other operation: a plain int
+    def _derived(self, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return TracedInt(value, self.src, 0, 1)
+        return value
+
     def __add__(self, other):
-        return int(self) + other
+        return self._derived(int(self) + other)
 
     def __radd__(self, other):
-        return other + int(self)
+        return self._derived(other + int(self))
 
     def __sub__(self, other):
-        return int(self) - other
+        return self._derived(int(self) - other)
 
     def __rsub__(self, other):
-        return other - int(self)
+        return self._derived(other - int(self))
+
+    def __eq__(self, other):
+        equal = int.__eq__(self, other)
+        if equal is True and type(other) is int:
+            _note_check(self, other)
+        return equal
+
+    def __ne__(self, other):
+        differ = int.__ne__(self, other)
+        if differ is False and type(other) is int:
+            _note_check(self, other)
+        return differ
+
+    __hash__ = int.__hash__
+
+    # every other operation: a plain int
 
     def __rfloordiv__(self, other):
         return other // int(self)
@@ -73,6 +100,12 @@ class TracedInt(int):
 
     def __abs__(self):
         return abs(int(self))
+
+
+def _note_check(x: TracedInt, other: int) -> None:
+    sink = SHAPE_CHECKS.get()
+    if sink is not None and x.num:
+        sink(x.provenance)
 
 
 def provenance_of(x) -> tuple[int, int, int, int] | None:

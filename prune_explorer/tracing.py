@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import TracingError
-from .traced_ints import TracedInt, provenance_of
+from .traced_ints import SHAPE_CHECKS, TracedInt, provenance_of
 from .graph import (
     ACTIVATION,
     BUFFER,
@@ -43,6 +43,8 @@ from .graph import (
 )
 
 from .metrics import fast_macs
+from .module_state import restore_python_state, save_python_state
+from .outputs import fixed_tensors, tensor_paths
 
 try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
@@ -200,6 +202,7 @@ class _Recorder:
         self.error_scope: str | None = None
         self.py_ctx: tuple | None = None  # the outermost Python torch call running now
         self.shape_reads: set[tuple[int, int]] = set()  # (value, dim) sizes the code read
+        self.shape_checks: set[tuple] = set()  # (module, value, dim, num, den) found equal
 
     # ---- values -------------------------------------------------------------------------
     def new_value(self, t: torch.Tensor, kind: str, name: str | None = None,
@@ -232,6 +235,13 @@ class _Recorder:
                 self.used_ids.add(cand)
                 return cand
         raise AssertionError
+
+    def note_check(self, provenance: tuple) -> None:
+        """The code compared a traced size with an int and found them equal (``assert
+        x.shape[1] == self.channels``): in the innermost module running now."""
+        top = self.frames[-1] if self.frames else None
+        where = top.module if top is not None and top.module else self.scope
+        self.shape_checks.add((where,) + tuple(provenance))
 
     @property
     def scope(self) -> str:
@@ -534,11 +544,12 @@ def primary_tensors(output: Any) -> list[torch.Tensor]:
 
 def trace(model: nn.Module, example_inputs: Any,
           is_opaque: Callable[[nn.Module], bool] = lambda m: False,
-          fixed_outputs: str = "primary") -> Graph:
+          fixed_outputs="primary") -> Graph:
     """Run ``model(example_inputs)`` once and record it as a Graph.
 
-    ``fixed_outputs``: ``"primary"`` keeps only the main output's shape fixed (see
-    ``primary_tensors``), ``"all"`` every tensor the model returns."""
+    ``fixed_outputs``: which outputs keep their shape: ``"primary"`` (see
+    ``primary_tensors``), ``"all"``, or a callable ``output -> the part to keep`` (see
+    ``outputs``)."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
     modules = list(model.named_modules())
@@ -581,9 +592,10 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             fixed_outputs) -> Graph:
     saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
                      for attr, b in m._buffers.items() if b is not None]
-    saved_caches = _python_state(modules)
+    saved_state = save_python_state(modules)
     rng = torch.get_rng_state()
     handles = []
+    checks = SHAPE_CHECKS.set(rec.note_check)
     try:
         # global hooks: two registrations instead of two per module
         handles.append(nn.modules.module.register_module_forward_pre_hook(rec.pre_hook))
@@ -602,25 +614,28 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
                 err.scope = where if where != "the model's forward" else ""
                 raise err from exc
     finally:
+        SHAPE_CHECKS.reset(checks)
         for h in handles:
             h.remove()
         torch.set_rng_state(rng)
         _restore_buffers(model, saved_buffers)
-        _restore_python_state(saved_caches)
+        restore_python_state(saved_state)
 
     out_ids = []
-    for t in iter_tensors(output):
+    output_paths: dict[int, str] = {}
+    for path, t in tensor_paths(output):
         vid = rec.tensor_ids.get(id(t))
         if vid is None:
             vid = rec.value_of(t)
         if vid not in out_ids:
             out_ids.append(vid)
+            output_paths[vid] = path
     rec.nodes["output"] = Node("output", NODE_OUTPUT, "Output", "", inputs=tuple(out_ids))
 
     primary = None
     if fixed_outputs != "all":
-        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in primary_tensors(output)
-                                      if id(t) in rec.tensor_ids))
+        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in fixed_tensors(
+            output, fixed_outputs) if id(t) in rec.tensor_ids))
     called = set(rec.module_calls)
     uncalled = tuple(
         n for n, m in modules
@@ -637,7 +652,9 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         uncalled_modules=uncalled,
         fingerprint=model_fingerprint(model, modules),
         primary_outputs=primary,
+        output_paths=output_paths,
         shape_reads=frozenset(rec.shape_reads),
+        shape_checks=tuple(sorted(rec.shape_checks, key=str)),
     )
     return graph
 
@@ -656,70 +673,6 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
         ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
-
-
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
-
-
-def cache_dicts(model_or_modules) -> list[dict]:
-    """Dict attributes named like a cache (TinyViT's ``attention_bias_cache``, filled by the
-    first eval forward with tensors derived from parameters). Tracing empties them, so it
-    records how their tensors are computed; exec empties them, so a pruned model never
-    reuses a tensor of the old shape."""
-    modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
-        else model_or_modules
-    return [val for _name, m in modules for attr, val in vars(m).items()
-            if attr not in _MODULE_INTERNALS and _is_cache(attr, val) and val]
-
-
-def _is_cache(attr: str, val) -> bool:
-    return isinstance(val, dict) and "cache" in attr.lower()
-
-
-def _python_state(modules) -> tuple:
-    """Tensor-valued Python attributes and dicts of modules (a bias cache, ``self.last_attn
-    = attn``): tracing leaves them as it found them. Caches are emptied while it runs."""
-    saved = []
-    sizes = []
-    caches = []
-    internals = _MODULE_INTERNALS
-    for _name, m in modules:
-        d = m.__dict__
-        sizes.append((m, len(d)))
-        for attr, val in d.items():
-            if attr in internals:
-                continue
-            if type(val) is dict:
-                cache = _is_cache(attr, val)
-                if attr[0] != "_" or cache:
-                    saved.append((m, attr, val, dict(val)))
-                if cache and val:
-                    caches.append(val)
-            elif isinstance(val, torch.Tensor) and attr[0] != "_" and \
-                    not isinstance(val, nn.Parameter):
-                saved.append((m, attr, val, None))
-    for cache in caches:
-        cache.clear()
-    return saved, sizes
-
-
-def _restore_python_state(state) -> None:
-    saved, sizes = state
-    for m, attr, obj, content in saved:
-        if m.__dict__.get(attr) is not obj:
-            m.__dict__[attr] = obj
-        if content is not None and (obj.keys() != content.keys() or any(
-                obj[k] is not content[k] for k in content)):
-            obj.clear()
-            obj.update(content)
-    for m, n in sizes:  # attributes a forward set for the first time come last in __dict__
-        d = m.__dict__
-        if len(d) > n:
-            for attr in list(d)[n:]:
-                val = d[attr]
-                if isinstance(val, torch.Tensor) and not isinstance(val, nn.Parameter) or \
-                        _is_cache(attr, val):
-                    del d[attr]
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:

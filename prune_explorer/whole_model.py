@@ -20,7 +20,8 @@ from torch import nn
 from . import index_mapping as im
 from .dependency import DependencyGraph
 from .errors import InvalidAmountError
-from .groups import KIND_RESIDUAL, Group, compute_units, find_groups, unit_importance
+from .groups import (KIND_RESIDUAL, Group, compute_units, find_groups, propagate_labels,
+                     unit_importance)
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
 from .propagation import close
@@ -107,7 +108,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 max_group_loss: float = 0.9, loss_fn: Callable | None = None,
                 verbose: bool = False, DG: DependencyGraph | None = None,
                 dry_run: bool = False, seed: int = 0,
-                param_roots: bool = False) -> PruneReport:
+                param_roots: bool = False, fixed_outputs="primary") -> PruneReport:
     """Prune every prunable group of ``model`` once by ``amount`` of its channels, in place.
 
     - ``strategy``: ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"`` (network slimming),
@@ -127,6 +128,10 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     and ``params_after``/``macs_after`` are its predictions. ``seed`` drives
     ``strategy="random"``. ``param_roots=True`` also prunes dims of parameters that no layer
     owns (fused MoE experts' intermediate size), as ``prune_pretrained`` does.
+    ``fixed_outputs``: which outputs keep their shape (``"primary"``, ``"all"`` or
+    ``lambda out: ...``; see ``DependencyGraph.build_dependency``); a model that returns
+    features only for its loss (a YOLO head's second output) prunes further with
+    ``fixed_outputs=lambda out: out[0]``.
     """
     amount = _check_amount(amount)
     known = STRATEGY_NAMES + tuple(getattr(DG, "extra_strategies", ()))
@@ -137,7 +142,8 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if round_to is not None and int(round_to) < 1:
         raise InvalidAmountError(f"round_to must be >= 1, got {round_to}")
     if DG is None:
-        DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose)
+        DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose,
+                                                fixed_outputs=fixed_outputs)
     params_before = count_params(model)
     macs_before = _macs(DG)
     if strategy == "taylor":
@@ -185,13 +191,13 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         chosen = [select_units(u, s, amount, round_to, g.size) for g, u, s in candidates]
 
     active: list[tuple[Group, np.ndarray, set[str]]] = []
-    for (g, units, _s), pick in zip(candidates, chosen):
+    for (g, units, scores), pick in zip(candidates, chosen):
         if not pick:
             continue
         idxs = np.unique(np.concatenate([units[k] for k in pick]))
         cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
-            pick = pick[: len(pick) // 2]
+            pick = _back_off(DG, g, units, scores, pick, cl.problems[0], amount)
             idxs = np.unique(np.concatenate([units[k] for k in pick]))
             cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         if cl.problems:
@@ -229,6 +235,24 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if verbose:
         print(report)
     return report
+
+
+def _back_off(DG: DependencyGraph, g: Group, units, scores, pick: list[int], problem,
+              amount: float) -> list[int]:
+    """The selection would empty a coupled piece (one part of a split, RAFT's context next to
+    its hidden state): the piece keeps the best-scored share ``1 - amount`` of the channels
+    that feed it, as if it were a group of its own. Anything else: halve the selection."""
+    if problem.kind == "all-channels" and problem.vertex is not None and all(
+            len(u) == 1 for u in units):
+        lab = propagate_labels(DG, g).get(problem.vertex)
+        if lab is not None:
+            feeding = {int(c) for c in lab if c >= 0}
+            inside = [k for k in pick if int(units[k][0]) in feeding]
+            keep = max(1, math.ceil(len(inside) * (1 - amount)))
+            if inside and keep < len(pick):
+                best = set(sorted(inside, key=lambda k: (-scores[k], k))[:keep])
+                return [k for k in pick if k not in best]
+    return pick[: len(pick) // 2]
 
 
 def _ignored_roots(DG: DependencyGraph, ignored) -> list[str]:

@@ -1,0 +1,98 @@
+"""The Python state of a model's modules, saved before a trace and put back after it.
+
+A forward may write Python state as well as tensors: Ultralytics' ``Detect`` keeps its anchors
+in ``self.anchors``, keyed by ``self.shape``; TinyViT a dict of bias tensors; other layers
+create a buffer on first use or remember ``self.last_attn``. A trace must leave all of it as it
+found it, *consistently*: a cache together with its key. Saving only the tensors and not the
+key would leave a model that never ran with the key of the traced input and the empty anchors
+of a fresh one, and its next forward fails.
+
+So every module attribute outside ``nn.Module``'s own bookkeeping is saved by identity (the
+contents of plain dicts, lists and sets too, shallowly), and so are the buffer slots; the
+restore puts every changed attribute back, removes the attributes and buffers the trace added,
+and refills containers it changed. Dicts named like a cache (``attention_bias_cache``) are
+emptied while tracing, so the trace records how their tensors are computed (their key is the
+dict itself, emptied with them); ``cache_dicts`` lets exec empty them again, so a pruned model
+never reuses a tensor of the old shape.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
+_CONTAINERS = (dict, list, set)
+
+
+def is_cache(attr: str, val) -> bool:
+    return isinstance(val, dict) and "cache" in attr.lower()
+
+
+def cache_dicts(model_or_modules) -> list[dict]:
+    """Dict attributes named like a cache (TinyViT's ``attention_bias_cache``, filled by the
+    first eval forward with tensors derived from parameters). Tracing empties them, so it
+    records how their tensors are computed; exec empties them, so a pruned model never
+    reuses a tensor of the old shape."""
+    modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
+        else model_or_modules
+    return [val for _name, m in modules for attr, val in vars(m).items()
+            if attr not in _MODULE_INTERNALS and is_cache(attr, val) and val]
+
+
+def _copy(val):
+    t = type(val)
+    return dict(val) if t is dict else list(val) if t is list else set(val)
+
+
+def _same(val, content) -> bool:
+    t = type(val)
+    if t is set:
+        return val == content
+    if len(val) != len(content):
+        return False
+    if t is dict:
+        return val.keys() == content.keys() and all(val[k] is content[k] for k in content)
+    return all(a is b for a, b in zip(val, content))
+
+
+def save_python_state(modules) -> list:
+    """Snapshot every module's Python attributes and buffer slots; empty cache dicts."""
+    saved = []
+    caches = []
+    internals = _MODULE_INTERNALS
+    for _name, m in modules:
+        attrs = {k: v for k, v in m.__dict__.items() if k not in internals}
+        contents = {k: _copy(v) for k, v in attrs.items() if type(v) in _CONTAINERS}
+        caches.extend(v for k, v in attrs.items() if type(v) is dict and v and is_cache(k, v))
+        saved.append((m, attrs, contents, dict(m._buffers), set(m._non_persistent_buffers_set)))
+    for cache in caches:
+        cache.clear()
+    return saved
+
+
+def restore_python_state(saved) -> None:
+    """Put back what ``save_python_state`` saw: changed attributes, added attributes and
+    buffers removed, container contents refilled (buffer *values* are restored separately)."""
+    internals = _MODULE_INTERNALS
+    for m, attrs, contents, buffers, non_persistent in saved:
+        d = m.__dict__
+        for k in [k for k in d if k not in attrs and k not in internals]:
+            del d[k]  # added by the trace (``self.last_attn = attn``)
+        for k, v in attrs.items():
+            if d.get(k, d) is not v:
+                d[k] = v
+        for k, content in contents.items():
+            val = attrs[k]
+            if not _same(val, content):
+                val.clear()
+                if type(val) is list:
+                    val.extend(content)
+                else:
+                    val.update(content)
+        b = m._buffers
+        if b.keys() != buffers.keys() or any(b[k] is not v for k, v in buffers.items()):
+            b.clear()
+            b.update(buffers)
+        if m._non_persistent_buffers_set != non_persistent:
+            m._non_persistent_buffers_set.clear()
+            m._non_persistent_buffers_set.update(non_persistent)
