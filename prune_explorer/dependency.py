@@ -42,11 +42,14 @@ class DependencyGraph:
         self.example_inputs: Any = None
         self._graph: Graph | None = None
         self._dg: DimGraph | None = None
-        self._stale = False  # the model changed through exec; re-trace on next use
+        self._stale = False  # the model changed through exec; catch up on next use
+        self._pending = None  # the executed plan to project the graph with (see _follow)
         self.version = 0
         self._owners: dict[str, list[tuple[str, str]]] = {}
         self._param_name: dict[int, str] = {}
         self._executed: list[PruningPlan] = []
+        self._watch: list = []  # what check_fresh compares, see _tensor_watch
+        self._modules_by_name: dict[str, nn.Module] = {}
 
     def __deepcopy__(self, memo):
         """A copy on a copy of the model, traced afresh (a graph refers to tensors by id)."""
@@ -88,26 +91,27 @@ class DependencyGraph:
 
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
-                      getattr(self, "fixed_outputs", "primary"))
+                      getattr(self, "fixed_outputs", "primary"), is_known=self._prunes_itself)
         from .couplings import shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
                              shared_size_dims(self.model, graph) + shape_provenance(graph))
         self._graph, self._dg = graph, dg
-        self._stale = False
+        self._stale, self._pending = False, None
         self.version += 1
         self._index_owners()
+        self._watch = _tensor_watch(self.model)
 
     @property
     def graph(self) -> Graph | None:
-        """The traced graph (re-traced first if an executed plan changed the model)."""
+        """The traced graph, following the model (updated first if a plan was executed)."""
         if self._stale:
-            self._trace()
+            self._catch_up()
         return self._graph
 
     @property
     def dg(self) -> DimGraph | None:
         if self._stale:
-            self._trace()
+            self._catch_up()
         return self._dg
 
     def rebuild(self) -> "DependencyGraph":
@@ -117,6 +121,7 @@ class DependencyGraph:
         return self
 
     def _index_owners(self) -> None:
+        self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
         self._param_name = {}
         for n, p in self.model.named_parameters():
             self._param_name.setdefault(id(p), n)
@@ -132,9 +137,14 @@ class DependencyGraph:
                     owners.setdefault(canon, []).append((mname, attr))
         self._owners = owners
 
+    def _prunes_itself(self, module: nn.Module) -> bool:
+        """A layer whose sizes exec re-derives from its tensors (conv, linear, norms)."""
+        spec = self.registry.lookup(module)
+        return spec is not None and not spec.opaque and spec.out_fn is not None
+
     def _opaque_relations(self, graph: Graph):
         def for_node(node):
-            module = self.model.get_submodule(node.module) if node.module else None
+            module = self.submodule(node.module) if node.module else None
             spec = self.registry.lookup(module) if module is not None else None
             if spec is None or spec.relations is None:
                 return None
@@ -184,6 +194,10 @@ class DependencyGraph:
     def check_fresh(self) -> None:
         """Raise StaleGraphError if the model's tensors changed since the graph was traced."""
         self._require_built()
+        if self._stale:
+            self._catch_up()
+        if _unchanged(self._watch):
+            return
         now = model_fingerprint(self.model)
         if now != self.graph.fingerprint:
             before = dict(self.graph.fingerprint)
@@ -213,16 +227,22 @@ class DependencyGraph:
     def spec_of(self, module: nn.Module) -> LayerSpec | None:
         return self.registry.lookup(module)
 
+    def submodule(self, name: str) -> nn.Module:
+        """The module called ``name`` ("" for the model), from a table built at tracing."""
+        m = self._modules_by_name.get(name)
+        return m if m is not None else (self.model.get_submodule(name) if name else self.model)
+
     def tensor(self, name: str) -> torch.Tensor:
+        """The parameter or buffer ``name`` (the one place scoring reads a weight)."""
         owner, _, attr = name.rpartition(".")
-        m = self.model.get_submodule(owner) if owner else self.model
+        m = self.submodule(owner)
         t = m._parameters.get(attr)
         return t if t is not None else m._buffers[attr]
 
     def root_vertex(self, module: nn.Module | str, side: str = "out") -> int:
         """The dim-graph vertex for a layer's output (or input) channels."""
         name = self.module_name(module)
-        m = self.model.get_submodule(name) if name else self.model
+        m = self.submodule(name)
         if name not in self.graph.module_nodes:
             parent = name
             while parent:
@@ -288,7 +308,7 @@ class DependencyGraph:
         name = self.module_name(module)
         root = self.root_vertex(name, side)
         size = self.dg.size[root]
-        m = self.model.get_submodule(name) if name else self.model
+        m = self.submodule(name)
         where = f"{name} ({type(m).__name__}, {size} {side}put channels)"
         checked = validate_indices(idxs, size, where)
         if not checked:
@@ -323,10 +343,14 @@ class DependencyGraph:
 
     # ---- execution ----------------------------------------------------------------------------
     def execute(self, plan: PruningPlan, verify: bool | str = "auto") -> int:
-        """Exec a plan transactionally. ``verify``: re-trace at once to check the model still
-        runs (True), never (False), or when the plan changes Python-level sizes or runs user
-        prune code ("auto"); otherwise the graph is re-traced lazily on next use."""
-        from .execution import apply_actions, record_history, Snapshot
+        """Exec a plan transactionally. After the surgery one forward on the stored example
+        inputs (heavy ops shape-only, see ``verify.py``) checks that the model runs and that
+        its outputs have the predicted shapes; on failure the model is restored bit for bit
+        and ``PlanExecutionError`` names the layer. ``verify=False`` skips that check (the
+        caller takes the risk). The graph then follows the model: updated in place from the
+        plan, or traced again on next use where Python-level sizes changed."""
+        from .execution import Snapshot, apply_actions, record_history
+        from .verify import check_model_runs
         self._require_built()
         if plan.executed:
             raise PlanExecutionError("this plan was already executed; compute a new plan")
@@ -339,36 +363,63 @@ class DependencyGraph:
             raise StaleGraphError("this plan was computed before the model last changed; "
                                   "compute it again with DG.get_pruning_plan(...)")
         self.check_fresh()
-        if verify == "auto":
-            verify = getattr(plan, "needs_verification", True)
         snap = Snapshot(self.model, plan.actions, self)
         traced = (self._graph, self._dg, self.version, self._param_name, self._owners)
+        new_shapes = getattr(plan, "_new_shapes", {})
         try:
             apply_actions(self.model, plan.actions, self.registry)
             if verify:
-                self._trace()
+                graph = self._graph
+                expected = [new_shapes.get(v, graph.values[v].shape) for v in graph.outputs]
+                check_model_runs(self.model, self.example_inputs, expected)
         except Exception as exc:
             snap.restore()
             # the model is bit-identical to the one traced before: keep that graph, so plans
             # and groups computed on it (prune_model's retries) stay valid
             self._graph, self._dg, self.version, self._param_name, self._owners = traced
-            self._stale = False
+            self._stale, self._pending = False, None
             where = exc.args[0] if isinstance(exc, TracingError) and exc.args else repr(exc)
             raise PlanExecutionError(
                 f"executing the plan rooted at {plan.root} failed and the model was restored "
                 f"unchanged: {where}") from exc
-        if not verify:
-            self.version += 1  # plans of the old graph are stale from now on
-            self._stale = True
+        self._follow(plan, new_shapes)
         plan.executed = True
         plan._snapshot = snap
+        plan._traced = traced
         record_history(self.model, plan)
         self._executed.append(plan)
         return plan.params_removed
 
+    def _follow(self, plan: PruningPlan, new_shapes) -> None:
+        """The graph no longer describes the model: it is brought up to date on next use,
+        projected from this plan where that is exact, else traced again."""
+        self.version += 1  # plans of the old graph are stale from now on
+        self._stale = True
+        closure = getattr(plan, "_closure", None)
+        self._pending = None if closure is None else (
+            closure, new_shapes, plan.actions, getattr(plan, "suspect_nodes", ()))
+
+    def _catch_up(self) -> None:
+        from .graph_update import project
+        pending, self._pending = self._pending, None
+        updated = None
+        if pending is not None:
+            try:
+                updated = project(self._graph, self._dg, *pending)
+            except Exception:  # never trust a half-done projection: trace again instead
+                updated = None
+        if updated is None:
+            version = self.version
+            self._trace()
+            self.version = version  # nothing changed since the exec that bumped it
+        else:
+            self._graph, self._dg = updated
+            self._watch = _tensor_watch(self.model)
+            self._stale = False
+
     def undo(self, plan: PruningPlan | None = None) -> PruningPlan:
         """Undo the last executed plan (or check that ``plan`` is it): the model gets back its
-        exact previous tensors and attributes, and the graph is re-traced."""
+        exact previous tensors and attributes, and the graph it had then."""
         from .execution import HISTORY_ATTR
         self._require_built()
         if not self._executed:
@@ -382,8 +433,37 @@ class DependencyGraph:
             history.pop()
         self._executed.pop()
         last.executed = False
-        self._trace()
+        graph, dg, _version, self._param_name, self._owners = last._traced
+        self._graph, self._dg, self._stale, self._pending = graph, dg, False, None
+        self._watch = _tensor_watch(self.model)
+        self.version += 1  # plans made after the exec no longer fit
         return last
+
+
+def _tensor_watch(model: nn.Module) -> list:
+    """The model's structure and tensors as they are now: each module's child, parameter and
+    buffer dicts (with their sizes), and each tensor object with its shape. Comparing against
+    it takes identity checks only; the fingerprint explains a difference."""
+    watch = []
+    for m in model.modules():
+        for d in (m._modules, m._parameters, m._buffers):
+            watch.append((d, len(d), None, None, None))
+        for d in (m._modules, m._parameters, m._buffers):
+            for k, v in d.items():
+                watch.append((d, None, k, v, v.shape if isinstance(v, torch.Tensor) else None))
+    return watch
+
+
+def _unchanged(watch: list) -> bool:
+    if not watch:
+        return False
+    for d, n, k, v, shape in watch:
+        if n is not None:
+            if len(d) != n:
+                return False
+        elif d.get(k) is not v or (shape is not None and v.shape != shape):
+            return False
+    return True
 
 
 def _side_of(pruning_fn) -> str:

@@ -53,7 +53,7 @@ class Call:
     args: tuple
     kwargs: dict
     outputs: tuple  # value ids (or None for non-tensor outputs), flattened
-    macs: int = 0
+    macs: int | None = None  # None: computed from the recorded shapes when asked (metrics)
     # the Python-level torch call this op ran under: its name, the int arguments it was given
     # (view(B, -1, 64) -> (B, -1, 64)) and, per int, (value, dim, num, den) when the int was
     # read from a tensor's shape. None: no Python call recorded it (internal to a kernel).
@@ -123,6 +123,15 @@ class Graph:
     fingerprint: tuple = ()
     primary_outputs: tuple[int, ...] | None = None  # outputs whose shape must be kept
     shape_reads: frozenset = frozenset()  # (value, dim) whose size the Python code read
+    # derived data computed on first use (value shapes, MACs per node); never compared
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def shapes(self) -> dict[int, tuple[int, ...]]:
+        """value id -> shape (computed once)."""
+        out = self.memo.get("shapes")
+        if out is None:
+            out = self.memo["shapes"] = {vid: v.shape for vid, v in self.values.items()}
+        return out
 
     @property
     def fixed_outputs(self) -> tuple[int, ...]:

@@ -68,7 +68,7 @@ def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
                             f"{type(item).__name__}")
         name = dg.module_name(item)
         names.add(name)
-        m = dg.model.get_submodule(name) if name else dg.model
+        m = dg.submodule(name)
         names.update(f"{name}.{n}" if name else n for n, _ in m.named_modules() if n)
     return names
 
@@ -81,7 +81,7 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
     ignored = _ignored_names(dg, ignored_layers)
     ignored_out = set()
     for name in ignored:
-        m = dg.model.get_submodule(name) if name else dg.model
+        m = dg.submodule(name)
         spec = dg.registry.lookup(m)
         if spec is not None and spec.coupled(m) and name not in _top(ignored):
             continue  # a norm inside an ignored head produces no channels of its own
@@ -219,7 +219,7 @@ def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
     G = dg.dg
     first = close(G, {group.vertex: np.array([0], dtype=im.INDEX)}, policy=policy)
     if not first.expanded and first.pruned(group.vertex).tolist() == [0] and not _repeats(first):
-        units = [np.array([i], dtype=im.INDEX) for i in range(group.size)]
+        units = list(np.arange(group.size, dtype=im.INDEX).reshape(-1, 1))
         return (units, None) if with_touched else units
     remaining = np.ones(group.size, dtype=bool)
     units = []
@@ -256,8 +256,9 @@ def _repeats(cl: Closure) -> bool:
 ScoreFn = Callable[[str, torch.Tensor, int, nn.Module], np.ndarray | None]
 
 
-def slice_scores(kind: str) -> ScoreFn:
-    """Per-index score of a tensor along a dim, for one strategy."""
+def slice_scores(kind: str, cache: dict | None = None) -> ScoreFn:
+    """Per-index score of a tensor along a dim, for one strategy. With a ``cache``, a weight's
+    rows and columns are scored from one ``abs`` (or square) of it."""
 
     def dim_sum(a, dim):
         # two contiguous reductions (leading dims first, then each channel's block) are
@@ -270,18 +271,27 @@ def slice_scores(kind: str) -> ScoreFn:
             before *= d
         return a.reshape(before, -1).sum(0).reshape(c, -1).sum(1)
 
-    def powered_norm(t, dim, p):
-        """sum |t|^p over every dim but ``dim``: L1 for p=1, squared L2 for p=2."""
+    def powered_norm(name, t, dim, p):
+        """sum |t|^p over every dim but ``dim``: L1 for p=1, squared L2 for p=2. A weight's
+        two sides (rows and columns) come from one pass over it, kept in ``cache``."""
+        key = (name, "sides", p)
+        sides = cache.get(key) if cache is not None else None
+        if sides is not None and dim in sides:
+            return sides[dim]
         with torch.no_grad():
             a = t.detach().float()
             a = a.abs() if p == 1 else a * a
-            return dim_sum(a, dim).numpy()
+            if cache is None or a.dim() < 2 or dim > 1:
+                return dim_sum(a, dim).numpy()
+            sides = {0: dim_sum(a, 0).numpy(), 1: dim_sum(a, 1).numpy()}
+        cache[key] = sides
+        return sides[dim]
 
     def l1(name, t, dim, module):
-        return powered_norm(t, dim, 1)
+        return powered_norm(name, t, dim, 1)
 
     def l2(name, t, dim, module):
-        return powered_norm(t, dim, 2)
+        return powered_norm(name, t, dim, 2)
 
     def bn_scale(name, t, dim, module):
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) \
@@ -319,7 +329,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         rng = rng or np.random.default_rng(0)
         return rng.random(len(units))
     G = dg.dg
-    score = slice_scores(strategy)
+    score = slice_scores(strategy, cache)
     n = len(units)
     totals = np.zeros(n)
     singletons = all(len(u) == 1 for u in units)
@@ -336,8 +346,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
             s = cache[ckey]
         else:
             t = dg.tensor(val.name)
-            mod = dg.model.get_submodule(val.name.rpartition(".")[0]) if "." in val.name \
-                else dg.model
+            mod = dg.submodule(val.name.rpartition(".")[0])
             s = score(val.name, t, key[1], mod)
             if s is not None:
                 s = np.asarray(_lamp(s) if strategy == "lamp" else s, dtype=float)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import itertools
-from contextlib import ExitStack
+import weakref
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import shape_only as _so
 from .errors import TracingError
 from .traced_ints import TracedInt, provenance_of
 from .graph import (
@@ -42,14 +44,6 @@ from .graph import (
     Value,
 )
 
-from .metrics import fast_macs
-
-try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
-    from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
-except Exception:  # pragma: no cover - very old torch
-    _FLOP_REGISTRY = {}
-_MAC_OPS = {getattr(p, "__name__", str(p)) for p in _FLOP_REGISTRY} | {
-    "convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"}
 
 # Python-level functions that only read metadata: never worth a frame.
 _METADATA_FUNCS = {"__get__", "size", "dim", "numel", "is_contiguous", "_set_grad_enabled", "stride",
@@ -135,12 +129,14 @@ def _tensor_names(modules) -> tuple[dict[int, str], dict[int, str]]:
     return params, buffers
 
 
-def _shape_of(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
+_DTYPE_NAMES: dict = {}
 
 
 def _dtype_of(t: torch.Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
+    name = _DTYPE_NAMES.get(t.dtype)
+    if name is None:
+        name = _DTYPE_NAMES[t.dtype] = str(t.dtype).replace("torch.", "")
+    return name
 
 
 class _Frame:
@@ -169,12 +165,19 @@ class _Frame:
 
 class _Recorder:
     def __init__(self, model: nn.Module, is_opaque: Callable[[nn.Module], bool],
-                 modules: list[tuple[str, nn.Module]]):
+                 modules: list[tuple[str, nn.Module]], shape_only: bool = False,
+                 is_known: Callable[[nn.Module], bool] | None = None):
         self.model = model
+        # heavy ops return placeholders (see shape_only.py); None: everything runs for real
+        self.so = _so.Run() if shape_only else None
         self.module_names = {id(m): n for n, m in modules}
         self.param_names, self.buffer_names = _tensor_names(modules)
         self.is_opaque = is_opaque
         self.leaf_kind: dict[int, str | None] = {}
+        # layers the registry prunes itself (conv, linear, norms): the Python ints and sizes
+        # their forward passes to torch are the layer's own business, re-derived after exec
+        self.known_leaves: set[int] = set()
+        self.in_known_leaf = False
         for name, m in modules:
             has_children = bool(m._modules)
             if is_opaque(m):
@@ -182,11 +185,15 @@ class _Recorder:
             elif not has_children:
                 has_params = next(iter(m.parameters(recurse=False)), None) is not None
                 self.leaf_kind[id(m)] = NODE_LAYER if has_params else NODE_OP
+                if is_known is not None and is_known(m):
+                    self.known_leaves.add(id(m))
             else:
                 self.leaf_kind[id(m)] = None
         self.values: dict[int, Value] = {}
-        self.tensor_ids: dict[int, int] = {}  # id(tensor) -> value id
-        self.keepalive: list[torch.Tensor] = []  # so that id() values are never reused
+        # id(tensor) -> (value id, weak reference or None): activations are not kept alive
+        # (holding every activation of a forward costs page faults worth a third of it), so
+        # an id is trusted only while its weak reference still points at the same tensor
+        self.tensor_ids: dict[int, tuple[int, Any]] = {}
         self.nodes: dict[str, Node] = {}
         self.used_ids: set[str] = set()
         self.module_calls: dict[str, list[str]] = {}
@@ -206,13 +213,19 @@ class _Recorder:
                   producer: str | None = None) -> int:
         vid = self.next_value
         self.next_value += 1
-        self.values[vid] = Value(vid, _shape_of(t), _dtype_of(t), kind, name, producer)
-        self.tensor_ids[id(t)] = vid
-        self.keepalive.append(t)
+        self.values[vid] = Value(vid, tuple(t.shape), _dtype_of(t), kind, name, producer)
+        self.tensor_ids[id(t)] = (vid, None if kind in _PERSISTENT else weakref.ref(t))
         return vid
 
+    def known(self, t: torch.Tensor) -> int | None:
+        """The value id of a tensor seen before, if it is still that tensor."""
+        e = self.tensor_ids.get(id(t))
+        if e is not None and (e[1] is None or e[1]() is t):
+            return e[0]
+        return None
+
     def value_of(self, t: torch.Tensor) -> int:
-        vid = self.tensor_ids.get(id(t))
+        vid = self.known(t)
         if vid is not None:
             return vid
         if id(t) in self.param_names:
@@ -258,6 +271,7 @@ class _Recorder:
                        type(module).__name__, self.scope, module=name,
                        opaque=(kind == "opaque"), call_index=k)
         frame.node_id = node_id
+        self.in_known_leaf = id(module) in self.known_leaves
         self.module_calls.setdefault(name, []).append(node_id)
         if frame.opaque:  # its inputs are read in post_hook, which also sees kwargs
             self.opaque_depth += 1
@@ -277,6 +291,7 @@ class _Recorder:
         self.leaf_depth -= 1
         if self.leaf_depth:
             return None
+        self.in_known_leaf = False
         frame = self.frames.pop()
         if frame.opaque:
             self.opaque_depth -= 1
@@ -304,10 +319,9 @@ class _Recorder:
         return None
 
     # ---- torch-level calls --------------------------------------------------------------
-    def enter_fn(self, func) -> _Frame | None:
+    def enter_fn(self, name: str) -> _Frame | None:
         if self.leaf_depth or self.fn_depth:
             return None
-        name = getattr(func, "__name__", None) or str(func)
         if name in _METADATA_FUNCS:
             return None
         name = _DUNDER_NAMES.get(name, name)
@@ -327,68 +341,59 @@ class _Recorder:
     def on_aten(self, func, args, kwargs, out) -> None:
         if self.opaque_depth:
             return
-        frame = self.frames[-1] if self.frames else None
+        frames = self.frames
+        frame = frames[-1] if frames else None
         standalone = frame is None
+        info = _OP_INFO.get(func)
+        if info is None:
+            info = _OP_INFO[func] = (str(func), func.overloadpacket.__name__)
         if standalone:
-            name = str(func.overloadpacket.__name__)
-            frame = _Frame(NODE_OP, name, name, self.scope)
+            frame = _Frame(NODE_OP, info[1], info[1], self.scope)
         if frame.node_id is None:
             base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
             frame.node_id = self.unique_id(base)
-
-        seen = frame.seen
-
-        def to_ref(x):
-            t = type(x)
-            if t in _PLAIN:
-                return x
-            if isinstance(x, torch.Tensor):
-                v = self.value_of(x)
-                if v not in seen:
-                    seen.add(v)
-                    frame.inputs.append(v)
-                return Ref(v)
-            if t is list or t is tuple:
-                if all(type(i) in _PLAIN for i in x):
-                    return x if t is tuple else list(x)
-                return t(to_ref(i) for i in x)
-            if isinstance(x, (list, tuple)):
-                return tuple(to_ref(i) for i in x)
-            if isinstance(x, _META_TYPES):
-                return str(x)
-            return x
-
-        rargs = tuple(to_ref(a) for a in args)
-        rkwargs = {k: to_ref(v) for k, v in kwargs.items()} if kwargs else {}
-        outs = []
-        out_tensors = [out] if isinstance(out, torch.Tensor) else list(_flat_tensors(out))
-        for t in out_tensors:
+        rargs = tuple([self._ref(a, frame) for a in args])
+        rkwargs = {k: self._ref(v, frame) for k, v in kwargs.items()} if kwargs else {}
+        if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
             # an in-place op returns its input: record a new version of that value
-            vid = self.new_value(t, ACTIVATION, producer=frame.node_id)
-            outs.append(vid)
+            vid = self.new_value(out, ACTIVATION, producer=frame.node_id)
             frame.produced.append(vid)
-            seen.add(vid)
-        macs = 0
-        packet = _PACKET_NAMES.get(func)
-        if packet is None:
-            packet = _PACKET_NAMES[func] = func.overloadpacket.__name__
-            _OP_NAMES[func] = str(func)
-        if packet in _MAC_OPS:
-            try:
-                macs = fast_macs(packet, args, _shape_or_value,
-                                 [tuple(t.shape) for t in out_tensors])
-            except (IndexError, TypeError):
-                macs = None
-            if macs is None:
-                formula = _FLOP_REGISTRY.get(func.overloadpacket)
-                try:
-                    macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
-                except Exception:
-                    macs = 0
-        frame.calls.append(Call(_OP_NAMES[func], rargs, rkwargs, tuple(outs), macs,
-                                self.py_ctx))
+            frame.seen.add(vid)
+            outs = (vid,)
+        else:
+            outs = []
+            for t in _flat_tensors(out):
+                vid = self.new_value(t, ACTIVATION, producer=frame.node_id)
+                outs.append(vid)
+                frame.produced.append(vid)
+                frame.seen.add(vid)
+            outs = tuple(outs)
+        # MACs are computed from the recorded shapes when first asked (metrics.node_macs)
+        frame.calls.append(Call(info[0], rargs, rkwargs, outs, None, self.py_ctx))
         if standalone:
             self.finish(frame)
+
+    def _ref(self, x, frame: _Frame):
+        """A recorded argument: tensors become ``Ref``s (and inputs of the frame)."""
+        t = type(x)
+        if t in _PLAIN:
+            return x
+        if t is torch.Tensor or t is nn.Parameter or isinstance(x, torch.Tensor):
+            v = self.value_of(x)
+            if v not in frame.seen:
+                frame.seen.add(v)
+                frame.inputs.append(v)
+            return Ref(v)
+        if t is list or t is tuple:
+            for i in x:
+                if type(i) not in _PLAIN:
+                    return t(self._ref(i, frame) for i in x)
+            return x if t is tuple else list(x)
+        if isinstance(x, (list, tuple)):
+            return tuple(self._ref(i, frame) for i in x)
+        if isinstance(x, _META_TYPES):
+            return str(x)
+        return x
 
     # ---- nodes --------------------------------------------------------------------------
     def finish(self, frame: _Frame) -> None:
@@ -400,18 +405,10 @@ class _Recorder:
         self.nodes[node.id] = node
 
 
+_PERSISTENT = frozenset({PARAM, BUFFER, INPUT})
 _META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
 _PLAIN = frozenset({int, float, bool, type(None), str})
-_PACKET_NAMES: dict = {}  # OpOverload -> "view"
-_OP_NAMES: dict = {}  # OpOverload -> "aten.view.default"
-
-
-def _shape_or_value(x):
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else x
-
-
-def _is_namedtuple(x) -> bool:
-    return isinstance(x, tuple) and hasattr(x, "_fields")
+_OP_INFO: dict = {}  # OpOverload -> ("aten.view.default", "view")
 
 
 def _flat_tensors(obj):
@@ -431,9 +428,13 @@ class _DispatchRecorder(TorchDispatchMode):
         self.rec = rec
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        rec = self.rec
         with torch._C.DisableTorchFunction():  # our bookkeeping is not the model's code
-            self.rec.on_aten(func, args, kwargs, out)
+            if rec.so is not None:
+                out = rec.so.call(func, _so.packet_of(func), args, kwargs)
+            else:
+                out = func(*args, **(kwargs or {}))
+            rec.on_aten(func, args, kwargs, out)
         return out
 
 
@@ -444,16 +445,23 @@ class _FunctionNamer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in ("__get__", "size", "__len__", "numel") and args and isinstance(
-                args[0], torch.Tensor):
+        if name in _SHAPE_FUNCS and args and isinstance(args[0], torch.Tensor):
+            if self.rec.in_known_leaf:
+                return func(*args, **(kwargs or {}))
             return self._traced_shape(func, name, args, kwargs)
         rec = self.rec
+        if rec.so is not None and name in _so.ESCAPE_FUNCTIONS and (
+                rec.so.tainted_storage or rec.so.is_tainted(args)):
+            rec.so.stop(name)
         outer = rec.py_ctx is None  # calls nested inside another torch call are its internals
         if outer:
-            ints = _python_ints(args) if args else ()
-            rec.py_ctx = (_DUNDER_NAMES.get(name, name), tuple(int(i) for i in ints),
-                          tuple(provenance_of(i) for i in ints))
-        frame = rec.enter_fn(func)
+            ints = _python_ints(args) if args and not rec.in_known_leaf else ()
+            if ints:
+                rec.py_ctx = (_DUNDER_NAMES.get(name, name), tuple([int(i) for i in ints]),
+                              tuple([provenance_of(i) for i in ints]))
+            else:
+                rec.py_ctx = (_DUNDER_NAMES.get(name, name), (), ())
+        frame = rec.enter_fn(name or str(func)) if not (rec.leaf_depth or rec.fn_depth) else None
         try:
             if frame is not None:
                 frame.fn_ints, frame.fn_srcs = rec.py_ctx[1], rec.py_ctx[2]
@@ -469,7 +477,7 @@ class _FunctionNamer(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") != "shape":
             return out
-        vid = self.rec.tensor_ids.get(id(args[0]))
+        vid = self.rec.known(args[0])
         if vid is None:
             return out
         reads = self.rec.shape_reads
@@ -490,24 +498,44 @@ class _FunctionNamer(TorchFunctionMode):
 
 def _python_ints(obj, depth=0) -> tuple:
     """The int arguments a Python call was given, flattened (view(B, -1, 64) -> (B, -1, 64))."""
-    if depth > 6:
-        return ()
     t = type(obj)
     if t is int or t is TracedInt:
         return (obj,)
-    if t is bool or t is float or t is str or obj is None or isinstance(obj, torch.Tensor):
-        return ()
-    if isinstance(obj, bool):
+    if t is tuple or t is list or t is torch.Size:
+        found = None
+        for o in obj:
+            to = type(o)
+            if to is int or to is TracedInt:
+                if found is None:
+                    found = []
+                found.append(o)
+            elif to in _NO_INTS or isinstance(o, torch.Tensor):
+                continue
+            elif depth < 6:
+                more = _python_ints(o, depth + 1)
+                if more:
+                    if found is None:
+                        found = []
+                    found.extend(more)
+        return tuple(found) if found else ()
+    if t in _NO_INTS or isinstance(obj, torch.Tensor) or isinstance(obj, bool):
         return ()
     if isinstance(obj, int):
         return (obj,)
-    if isinstance(obj, (tuple, list, torch.Size)):
-        return tuple(itertools.chain.from_iterable(_python_ints(o, depth + 1) for o in obj))
+    if depth >= 6:
+        return ()
+    if isinstance(obj, (tuple, list)):
+        return _python_ints(tuple(obj), depth)
     if isinstance(obj, slice):
         return _python_ints((obj.start, obj.stop, obj.step), depth + 1)
     if isinstance(obj, dict):
         return _python_ints(tuple(obj.values()), depth + 1)
     return ()
+
+
+_NO_INTS = frozenset({bool, float, str, type(None), torch.Tensor, nn.Parameter, torch.dtype,
+                      torch.device})
+_SHAPE_FUNCS = frozenset({"__get__", "size", "__len__", "numel"})
 
 
 def primary_tensors(output: Any) -> list[torch.Tensor]:
@@ -532,15 +560,34 @@ def primary_tensors(output: Any) -> list[torch.Tensor]:
 
 def trace(model: nn.Module, example_inputs: Any,
           is_opaque: Callable[[nn.Module], bool] = lambda m: False,
-          fixed_outputs: str = "primary") -> Graph:
+          fixed_outputs: str = "primary", shape_only: bool = True,
+          is_known: Callable[[nn.Module], bool] | None = None) -> Graph:
     """Run ``model(example_inputs)`` once and record it as a Graph.
 
     ``fixed_outputs``: ``"primary"`` keeps only the main output's shape fixed (see
-    ``primary_tensors``), ``"all"`` every tensor the model returns."""
+    ``primary_tensors``), ``"all"`` every tensor the model returns. With ``shape_only`` the
+    heavy ops (convolutions, matmuls, norms) only produce shapes; where values could steer
+    the run (``if x.sum() > 0``, ``nonzero``), or anything fails, it is traced again with
+    real values, so the graph is the same either way. ``is_known`` names the layers whose own
+    sizes exec re-derives: the ints and shape reads inside them are not recorded."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
     modules = list(model.named_modules())
-    rec = _Recorder(model, is_opaque, modules)
+    if shape_only:
+        try:
+            graph, rec = _trace_once(model, example_inputs, args, kwargs, modules, is_opaque,
+                                     fixed_outputs, True, is_known)
+            if rec.so.needs_values is None:
+                return graph
+        except (_so.NeedsValues, TracingError):
+            pass
+    return _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_outputs,
+                       False, is_known)[0]
+
+
+def _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_outputs,
+                shape_only: bool, is_known=None):
+    rec = _Recorder(model, is_opaque, modules, shape_only, is_known)
 
     # inputs
     input_ids: list[int] = []
@@ -561,15 +608,14 @@ def trace(model: nn.Module, example_inputs: Any,
             input_ids.append(v)
             rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
 
-    # tracing allocates thousands of small acyclic records, and keeps every activation alive
-    # until the graph is built: the cyclic collector would only scan them, so it waits
+    # tracing allocates thousands of small acyclic records: the cyclic collector would only
+    # scan them, so it waits
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
-                       fixed_outputs)
+                       fixed_outputs), rec
     finally:
-        rec.keepalive.clear()  # free the activations before the collector looks at them
         rec.tensor_ids.clear()
         if gc_was_enabled:
             gc.enable()
@@ -577,10 +623,6 @@ def trace(model: nn.Module, example_inputs: Any,
 
 def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", input_ids,
             fixed_outputs) -> Graph:
-    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None]
-    saved_caches = _python_state(modules)
-    rng = torch.get_rng_state()
     handles = []
     try:
         # global hooks: two registrations instead of two per module
@@ -588,6 +630,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         handles.append(nn.modules.module.register_module_forward_hook(rec.post_hook,
                                                                       with_kwargs=True))
         with ExitStack() as stack:
+            stack.enter_context(kept_state(model, modules))
             stack.enter_context(torch.no_grad())
             stack.enter_context(_FunctionNamer(rec))
             stack.enter_context(_DispatchRecorder(rec))
@@ -596,29 +639,24 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             except Exception as exc:
                 where = rec.frames[-1].module if rec.frames and rec.frames[-1].module else (
                     rec.scope or "the model's forward")
-                err = TracingError(_tracing_message(model, where, exc, example_inputs))
+                err = TracingError(tracing_message(model, where, exc, example_inputs))
                 err.scope = where if where != "the model's forward" else ""
                 raise err from exc
     finally:
         for h in handles:
             h.remove()
-        torch.set_rng_state(rng)
-        _restore_buffers(model, saved_buffers)
-        _restore_python_state(saved_caches)
 
     out_ids = []
     for t in iter_tensors(output):
-        vid = rec.tensor_ids.get(id(t))
-        if vid is None:
-            vid = rec.value_of(t)
+        vid = rec.value_of(t)
         if vid not in out_ids:
             out_ids.append(vid)
     rec.nodes["output"] = Node("output", NODE_OUTPUT, "Output", "", inputs=tuple(out_ids))
 
     primary = None
     if fixed_outputs != "all":
-        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in primary_tensors(output)
-                                      if id(t) in rec.tensor_ids))
+        primary = tuple(dict.fromkeys(v for v in (rec.known(t) for t in primary_tensors(output))
+                                      if v is not None))
     called = set(rec.module_calls)
     uncalled = tuple(
         n for n, m in modules
@@ -720,6 +758,22 @@ def _restore_python_state(state) -> None:
                     del d[attr]
 
 
+@contextmanager
+def kept_state(model: nn.Module, modules):
+    """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
+    the RNG state, and tensors or caches the forward keeps on its modules."""
+    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
+    saved_caches = _python_state(modules)
+    rng = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng)
+        _restore_buffers(model, saved_buffers)
+        _restore_python_state(saved_caches)
+
+
 def _restore_buffers(model: nn.Module, saved) -> None:
     for owner, attr, obj, data in saved:
         current = owner._buffers.get(attr)
@@ -743,7 +797,7 @@ def _check_devices(model, args, kwargs, example_inputs) -> None:
                 f"(got {describe_inputs(example_inputs)}).")
 
 
-def _tracing_message(model, where: str, exc: Exception, example_inputs) -> str:
+def tracing_message(model, where: str, exc: BaseException, example_inputs) -> str:
     hint = ""
     try:
         m = model.get_submodule(where) if where and where != "the model's forward" else None

@@ -329,7 +329,7 @@ def _scope_class(DG: DependencyGraph, scope: str):
 
 def _macs(DG: DependencyGraph) -> int:
     def opaque(node, removed):
-        m = DG.model.get_submodule(node.module)
+        m = DG.submodule(node.module)
         spec = DG.registry.lookup(m)
         return spec.macs(m, node, DG.graph, removed) if spec and spec.macs else 0
     return total_macs(DG.graph, opaque)
