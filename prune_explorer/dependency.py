@@ -28,7 +28,7 @@ from .plan import PruningPlan
 from .plan_builder import PlanBuilder, _classic_fn, _short
 from .propagation import Closure, Problem, close
 from .pruners import validate_indices
-from .tracing import model_fingerprint, trace
+from .tracing import model_fingerprint, trace, without_gc
 
 HISTORY_ATTR = "_prune_explorer_history"
 
@@ -48,7 +48,7 @@ class DependencyGraph:
         self._owners: dict[str, list[tuple[str, str]]] = {}
         self._param_name: dict[int, str] = {}
         self._executed: list[PruningPlan] = []
-        self._watch: list = []  # what check_fresh compares, see _tensor_watch
+        self._watch: _Watch | None = None  # what check_fresh compares, see _tensor_watch
         self._modules_by_name: dict[str, nn.Module] = {}
 
     def __deepcopy__(self, memo):
@@ -63,6 +63,7 @@ class DependencyGraph:
                                     fixed_outputs=getattr(self, "fixed_outputs", "primary"))
 
     # ---- building -----------------------------------------------------------------------------
+    @without_gc
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,
                          verbose: bool = True, fixed_outputs: str = "primary",
@@ -99,7 +100,7 @@ class DependencyGraph:
         self._stale, self._pending = False, None
         self.version += 1
         self._index_owners()
-        self._watch = _tensor_watch(self.model)
+        self._watch = None  # built by the first check_fresh that finds the model unchanged
 
     @property
     def graph(self) -> Graph | None:
@@ -121,20 +122,28 @@ class DependencyGraph:
         return self
 
     def _index_owners(self) -> None:
+        """One pass over the modules: each tensor's canonical name (the first it is reached
+        by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
         self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
-        self._param_name = {}
-        for n, p in self.model.named_parameters():
-            self._param_name.setdefault(id(p), n)
-        for n, b in self.model.named_buffers():
-            self._param_name.setdefault(id(b), n)
-        owners: dict[str, list[tuple[str, str]]] = {}
+        param_name: dict[int, str] = {}
+        buffer_name: dict[int, str] = {}
+        held: list[tuple[str, str, int]] = []
         for mname, m in self.model.named_modules():
-            for attr, t in list(m._parameters.items()) + list(m._buffers.items()):
-                if t is None:
-                    continue
-                canon = self._param_name.get(id(t))
-                if canon is not None:
-                    owners.setdefault(canon, []).append((mname, attr))
+            prefix = mname + "." if mname else ""
+            for attr, t in m._parameters.items():
+                if t is not None:
+                    param_name.setdefault(id(t), prefix + attr)
+                    held.append((mname, attr, id(t)))
+            for attr, t in m._buffers.items():
+                if t is not None:
+                    buffer_name.setdefault(id(t), prefix + attr)
+                    held.append((mname, attr, id(t)))
+        for k, v in buffer_name.items():
+            param_name.setdefault(k, v)
+        owners: dict[str, list[tuple[str, str]]] = {}
+        for mname, attr, tid in held:
+            owners.setdefault(param_name[tid], []).append((mname, attr))
+        self._param_name = param_name
         self._owners = owners
 
     def _prunes_itself(self, module: nn.Module) -> bool:
@@ -196,10 +205,12 @@ class DependencyGraph:
         self._require_built()
         if self._stale:
             self._catch_up()
-        if _unchanged(self._watch):
+        if self._watch is not None and _unchanged(self._watch):
             return
         now = model_fingerprint(self.model)
-        if now != self.graph.fingerprint:
+        if now == self.graph.fingerprint:
+            self._watch = _tensor_watch(self.model)
+        else:
             before = dict(self.graph.fingerprint)
             changed = [n for n, s in now if before.get(n) != s][:3] or [
                 n for n in before if n not in dict(now)][:3]
@@ -289,6 +300,7 @@ class DependencyGraph:
             f"prune a layer with weights (conv, linear, norm, embedding)")
 
     # ---- plans --------------------------------------------------------------------------------
+    @without_gc
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,
                          idxs: Iterable[int] = (), *, allow_output_change: bool = False,
                          strict: bool = True, policy: str = "cheapest") -> PruningPlan:
@@ -318,6 +330,7 @@ class DependencyGraph:
                                     fn_name, allow_output_change=allow_output_change,
                                     strict=strict, policy=policy)
 
+    @without_gc
     def groups(self, ignored_layers: Iterable = (), policy: str = "heads") -> list:
         """Every group of coupled layers, in graph order: its root layer, kind ("residual",
         "heads" or "channels"), channel count, prunable units and member layers — or the
@@ -342,6 +355,7 @@ class DependencyGraph:
             [int(i) for v in seeds for i in seeds[v]][:100000], groups)
 
     # ---- execution ----------------------------------------------------------------------------
+    @without_gc
     def execute(self, plan: PruningPlan, verify: bool | str = "auto") -> int:
         """Exec a plan transactionally. After the surgery one forward on the stored example
         inputs (heavy ops shape-only, see ``verify.py``) checks that the model runs and that
@@ -350,7 +364,7 @@ class DependencyGraph:
         caller takes the risk). The graph then follows the model: updated in place from the
         plan, or traced again on next use where Python-level sizes changed."""
         from .execution import Snapshot, apply_actions, record_history
-        from .verify import check_model_runs
+        from .verify import check_model_runs, leaf_shortcuts
         self._require_built()
         if plan.executed:
             raise PlanExecutionError("this plan was already executed; compute a new plan")
@@ -369,9 +383,13 @@ class DependencyGraph:
         try:
             apply_actions(self.model, plan.actions, self.registry)
             if verify:
-                graph = self._graph
+                graph, a = self._graph, plan.actions
                 expected = [new_shapes.get(v, graph.values[v].shape) for v in graph.outputs]
-                check_model_runs(self.model, self.example_inputs, expected)
+                changed = {name.rpartition(".")[0] for name, _d, _i in a.cuts} | set(a.sync) | {
+                    m for m, _a, _n in a.counts} | {m for m, _s in a.opaque} | {
+                    m for m, _a, _o, _n in a.ints}
+                shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed)
+                check_model_runs(self.model, self.example_inputs, expected, shortcuts)
         except Exception as exc:
             snap.restore()
             # the model is bit-identical to the one traced before: keep that graph, so plans
@@ -383,6 +401,10 @@ class DependencyGraph:
                 f"executing the plan rooted at {plan.root} failed and the model was restored "
                 f"unchanged: {where}") from exc
         self._follow(plan, new_shapes)
+        # exec changed the shapes of the tensors it cut, and nothing else a plan can see
+        # (opaque layers may replace their own tensors: those are watched afresh)
+        self._watch = None if plan.actions.opaque or self._watch is None else \
+            self._watch.reshaped()
         plan.executed = True
         plan._snapshot = snap
         plan._traced = traced
@@ -414,7 +436,6 @@ class DependencyGraph:
             self.version = version  # nothing changed since the exec that bumped it
         else:
             self._graph, self._dg = updated
-            self._watch = _tensor_watch(self.model)
             self._stale = False
 
     def undo(self, plan: PruningPlan | None = None) -> PruningPlan:
@@ -435,33 +456,49 @@ class DependencyGraph:
         last.executed = False
         graph, dg, _version, self._param_name, self._owners = last._traced
         self._graph, self._dg, self._stale, self._pending = graph, dg, False, None
-        self._watch = _tensor_watch(self.model)
+        self._watch = None
         self.version += 1  # plans made after the exec no longer fit
         return last
 
 
-def _tensor_watch(model: nn.Module) -> list:
+class _Watch:
     """The model's structure and tensors as they are now: each module's child, parameter and
-    buffer dicts (with their sizes), and each tensor object with its shape. Comparing against
-    it takes identity checks only; the fingerprint explains a difference."""
-    watch = []
+    buffer dicts (with their sizes), which object each entry holds, and each tensor's shape.
+    Comparing takes identity checks only; the fingerprint explains a difference."""
+
+    __slots__ = ("sizes", "items", "shapes")
+
+    def __init__(self, sizes, items, shapes):
+        self.sizes, self.items, self.shapes = sizes, items, shapes
+
+    def reshaped(self) -> "_Watch":
+        """The same watch after exec changed tensor shapes (and nothing else)."""
+        return _Watch(self.sizes, self.items, [(t, t.shape) for t, _s in self.shapes])
+
+
+def _tensor_watch(model: nn.Module) -> _Watch:
+    sizes, items, shapes = [], [], []
     for m in model.modules():
         for d in (m._modules, m._parameters, m._buffers):
-            watch.append((d, len(d), None, None, None))
-        for d in (m._modules, m._parameters, m._buffers):
+            sizes.append((d, len(d)))
             for k, v in d.items():
-                watch.append((d, None, k, v, v.shape if isinstance(v, torch.Tensor) else None))
-    return watch
+                items.append((d, k, v))
+        for d in (m._parameters, m._buffers):
+            for v in d.values():
+                if v is not None:
+                    shapes.append((v, v.shape))
+    return _Watch(sizes, items, shapes)
 
 
-def _unchanged(watch: list) -> bool:
-    if not watch:
-        return False
-    for d, n, k, v, shape in watch:
-        if n is not None:
-            if len(d) != n:
-                return False
-        elif d.get(k) is not v or (shape is not None and v.shape != shape):
+def _unchanged(watch: _Watch) -> bool:
+    for d, n in watch.sizes:
+        if len(d) != n:
+            return False
+    for d, k, v in watch.items:
+        if d.get(k) is not v:
+            return False
+    for t, shape in watch.shapes:
+        if t.shape != shape:
             return False
     return True
 

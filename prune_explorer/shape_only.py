@@ -313,31 +313,65 @@ RULES: dict[object, Callable] = {
     aten._adaptive_avg_pool3d.default: _adaptive_avg_pool,
     aten._native_multi_head_attention.default: _native_mha,
 }
-_POINTWISE: dict = {}  # OpOverload -> tagged pointwise by PyTorch
+_RANDOM = ("bernoulli", "normal", "uniform", "random", "exponential", "cauchy", "geometric")
 
 
-def _is_pointwise(func) -> bool:
-    p = _POINTWISE.get(func)
-    if p is None:
-        p = _POINTWISE[func] = torch.Tag.pointwise in getattr(func, "tags", ()) and \
-            not any(r in str(func) for r in ("bernoulli", "normal", "uniform", "random",
-                                             "exponential", "cauchy", "geometric"))
-    return p
+class Op:
+    """What this module needs to know about one ATen overload, computed once. Looked up by
+    ``id``: an OpOverload hashes in Python, and these lookups run for every op."""
+
+    __slots__ = ("func", "name", "packet", "mutates", "rule", "data_dependent", "by_args")
+
+    def __init__(self, func):
+        self.func = func  # keeps the overload (and so its id) alive
+        self.name = str(func)
+        self.packet = func.overloadpacket.__name__
+        try:
+            self.mutates = bool(func._schema.is_mutable)
+        except Exception:
+            self.mutates = True
+        self.rule = RULES.get(func)
+        if self.rule is None and torch.Tag.pointwise in getattr(func, "tags", ()) and \
+                not any(r in self.name for r in _RANDOM):
+            self.rule = _pointwise_rule(func)
+            self.rule.pointwise = True
+        self.data_dependent = self.packet in DATA_DEPENDENT
+        self.by_args = self.packet in ("index", "repeat_interleave")  # depends on the args
+
+
+def _pointwise_rule(func):
+    def rule(args, kwargs):
+        return _pointwise(func, args, kwargs)
+    return rule
+
+
+_OPS: dict[int, Op] = {}
+
+
+def op(func) -> Op:
+    o = _OPS.get(id(func))
+    if o is None:
+        o = _OPS[id(func)] = Op(func)
+    return o
+
+
+def _mutates(func) -> bool:
+    return op(func).mutates
 
 
 # signature -> the rule reproduced the real kernel there (True) or not (False)
 _CHECKED: dict[tuple, bool] = {}
 
 
-def _signature(func, args) -> tuple:
-    sig = [func]
+def _signature(o: Op, args) -> tuple:
+    sig = [id(o.func)]
     for a in args:
         if isinstance(a, torch.Tensor):
             sig.append((a.dim(), a.dtype, a.device.type, a.is_contiguous()))
-        elif isinstance(a, bool) or a is None:
+        elif a is None or a is True or a is False:
             sig.append(a)
         else:
-            sig.append(type(a).__name__)
+            sig.append(type(a))
     return tuple(sig)
 
 
@@ -355,12 +389,11 @@ def evaluate(func, args, kwargs, tainted: bool = False):
     """``(outputs, placeholder)`` of ``func(*args, **kwargs)``: placeholders of the exact
     layout for the heavy ops this module knows, and for elementwise ops on placeholder data
     (``tainted``), each rule checked once per signature; else the real result."""
-    rule = RULES.get(func)
-    if rule is None:
-        if not tainted or not _is_pointwise(func):
-            return func(*args, **(kwargs or {})), False
-        rule = _POINTWISE_RULES.setdefault(func, lambda a, k, f=func: _pointwise(f, a, k))
-    sig = _signature(func, args)
+    o = op(func)
+    rule = o.rule
+    if rule is None or (not tainted and getattr(rule, "pointwise", False)):
+        return func(*args, **(kwargs or {})), False
+    sig = _signature(o, args)
     ok = _CHECKED.get(sig)
     if ok is not False:
         try:
@@ -374,22 +407,6 @@ def evaluate(func, args, kwargs, tainted: bool = False):
             _CHECKED[sig] = _same_layout(out, real)
             return real, False
     return func(*args, **(kwargs or {})), False
-
-
-_POINTWISE_RULES: dict = {}
-
-
-_MUTATES: dict = {}  # OpOverload -> writes into one of its arguments
-
-
-def _mutates(func) -> bool:
-    m = _MUTATES.get(func)
-    if m is None:
-        try:
-            m = _MUTATES[func] = bool(func._schema.is_mutable)
-        except Exception:
-            m = _MUTATES[func] = True
-    return m
 
 
 def _flat(items):
@@ -410,48 +427,63 @@ class Run:
         self._tainted: dict[int, weakref.ref] = {}
         self.needs_values: str | None = None  # the op that needed real values
         self.tainted_storage = False  # placeholder data was written into an existing tensor
+        self.protect: dict[int, torch.Tensor] = {}  # tensors to copy before an op writes them
+        self.copies: dict[int, torch.Tensor] = {}  # id -> its data before the first write
 
     def is_tainted(self, items) -> bool:
         tainted = self._tainted
-        for t in _flat(items):
-            r = tainted.get(id(t))
-            if r is not None and r() is t:
-                return True
+        for x in items:
+            if isinstance(x, torch.Tensor):
+                r = tainted.get(id(x))
+                if r is not None and r() is x:
+                    return True
+            elif isinstance(x, (list, tuple, dict)) and x:
+                if self.is_tainted(x.values() if isinstance(x, dict) else x):
+                    return True
         return False
 
-    def _mark(self, out) -> None:
-        for t in ([out] if isinstance(out, torch.Tensor) else _flat((out,))):
-            self._tainted[id(t)] = weakref.ref(t)
+    def mark(self, out) -> None:
+        """``out`` holds placeholders."""
+        if isinstance(out, torch.Tensor):
+            self._tainted[id(out)] = weakref.ref(out)
+        else:
+            for t in _flat((out,)):
+                self._tainted[id(t)] = weakref.ref(t)
+
+    def _copy_before_write(self, args, kwargs) -> None:
+        for t in _flat((args, kwargs or {})):
+            for x in (t, t._base):
+                if x is not None and self.protect.get(id(x)) is x and id(x) not in self.copies:
+                    self.copies[id(x)] = x.detach().clone()
 
     def stop(self, what: str):
         self.needs_values = what
         raise NeedsValues(what)
 
-    def call(self, func, packet: str, args, kwargs):
+    def call(self, func, args, kwargs):
         """Run one ATen call: heavy ops give placeholders; reading placeholder values stops
         the run (``NeedsValues``)."""
+        o = op(func)
         tainted = self.is_tainted(args) or bool(kwargs and self.is_tainted(kwargs.values()))
-        if data_dependent(func, packet, args):
+        if o.mutates and self.protect:
+            self._copy_before_write(args, kwargs)
+        if o.data_dependent or (o.by_args and data_dependent(func, o.packet, args)):
             if tainted or self.tainted_storage:
-                self.stop(packet)
+                self.stop(o.packet)
             out, placeholder = func(*args, **(kwargs or {})), False
         else:
             out, placeholder = evaluate(func, args, kwargs, tainted)
-        if tainted and _mutates(func):
-            self.tainted_storage = True  # aliases of the written tensor now hold placeholders
-        if tainted or placeholder:
-            self._mark(out)
+        if tainted:
+            if o.mutates:
+                self.tainted_storage = True  # aliases of the written tensor hold placeholders
+            self.mark(out)
+        elif placeholder:
+            self.mark(out)
         return out
 
 
-_PACKETS: dict = {}
-
-
 def packet_of(func) -> str:
-    p = _PACKETS.get(func)
-    if p is None:
-        p = _PACKETS[func] = func.overloadpacket.__name__
-    return p
+    return op(func).packet
 
 
 class ShapeOnlyMode(TorchDispatchMode):
@@ -461,6 +493,10 @@ class ShapeOnlyMode(TorchDispatchMode):
         super().__init__()
         self.run = Run()
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # no torch.compile inside a check: spare every op two wrapper frames
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         with torch._C.DisableTorchFunction():
-            return self.run.call(func, packet_of(func), args, kwargs)
+            return self.run.call(func, args, kwargs)

@@ -13,6 +13,7 @@ statistics) and the RNG state afterwards, and removes its hooks in ``finally``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import itertools
 import weakref
@@ -344,11 +345,9 @@ class _Recorder:
         frames = self.frames
         frame = frames[-1] if frames else None
         standalone = frame is None
-        info = _OP_INFO.get(func)
-        if info is None:
-            info = _OP_INFO[func] = (str(func), func.overloadpacket.__name__)
+        info = _so.op(func)
         if standalone:
-            frame = _Frame(NODE_OP, info[1], info[1], self.scope)
+            frame = _Frame(NODE_OP, info.packet, info.packet, self.scope)
         if frame.node_id is None:
             base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
             frame.node_id = self.unique_id(base)
@@ -369,7 +368,7 @@ class _Recorder:
                 frame.seen.add(vid)
             outs = tuple(outs)
         # MACs are computed from the recorded shapes when first asked (metrics.node_macs)
-        frame.calls.append(Call(info[0], rargs, rkwargs, outs, None, self.py_ctx))
+        frame.calls.append(Call(info.name, rargs, rkwargs, outs, None, self.py_ctx))
         if standalone:
             self.finish(frame)
 
@@ -408,7 +407,6 @@ class _Recorder:
 _PERSISTENT = frozenset({PARAM, BUFFER, INPUT})
 _META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
 _PLAIN = frozenset({int, float, bool, type(None), str})
-_OP_INFO: dict = {}  # OpOverload -> ("aten.view.default", "view")
 
 
 def _flat_tensors(obj):
@@ -427,11 +425,15 @@ class _DispatchRecorder(TorchDispatchMode):
         super().__init__()
         self.rec = rec
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing is compiled while tracing: spare every op two wrapper frames
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         rec = self.rec
         with torch._C.DisableTorchFunction():  # our bookkeeping is not the model's code
             if rec.so is not None:
-                out = rec.so.call(func, _so.packet_of(func), args, kwargs)
+                out = rec.so.call(func, args, kwargs)
             else:
                 out = func(*args, **(kwargs or {}))
             rec.on_aten(func, args, kwargs, out)
@@ -608,17 +610,35 @@ def _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_o
             input_ids.append(v)
             rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
 
-    # tracing allocates thousands of small acyclic records: the cyclic collector would only
-    # scan them, so it waits
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
-                       fixed_outputs), rec
+        with gc_paused():
+            return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
+                           fixed_outputs), rec
     finally:
         rec.tensor_ids.clear()
-        if gc_was_enabled:
+
+
+@contextmanager
+def gc_paused():
+    """Tracing, planning and exec allocate thousands of small acyclic records that die by
+    reference counting: the cyclic collector would only scan them (and the whole graph)
+    midway, so it waits until the work is done."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
             gc.enable()
+
+
+def without_gc(fn):
+    """Decorator: run a public entry point with the cyclic collector paused."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with gc_paused():
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", input_ids,
@@ -759,17 +779,26 @@ def _restore_python_state(state) -> None:
 
 
 @contextmanager
-def kept_state(model: nn.Module, modules):
+def kept_state(model: nn.Module, modules, copy_on_write=None):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
-    the RNG state, and tensors or caches the forward keeps on its modules."""
-    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None]
+    the RNG state, and tensors or caches the forward keeps on its modules. With
+    ``copy_on_write`` (a ``shape_only.Run``), buffers are copied only when an op writes them."""
+    if copy_on_write is None:
+        saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
+                         for attr, b in m._buffers.items() if b is not None]
+    else:
+        saved_buffers = [(m, attr, b, None) for _name, m in modules
+                         for attr, b in m._buffers.items() if b is not None]
+        copy_on_write.protect = {id(b): b for _m, _a, b, _d in saved_buffers}
     saved_caches = _python_state(modules)
     rng = torch.get_rng_state()
     try:
         yield
     finally:
         torch.set_rng_state(rng)
+        if copy_on_write is not None:
+            copies = copy_on_write.copies
+            saved_buffers = [(m, a, b, copies.get(id(b))) for m, a, b, _d in saved_buffers]
         _restore_buffers(model, saved_buffers)
         _restore_python_state(saved_caches)
 
@@ -777,6 +806,10 @@ def kept_state(model: nn.Module, modules):
 def _restore_buffers(model: nn.Module, saved) -> None:
     for owner, attr, obj, data in saved:
         current = owner._buffers.get(attr)
+        if data is None:  # copy on write, never written
+            if current is not obj:
+                owner._buffers[attr] = obj
+            continue
         if current is obj:
             if obj.shape == data.shape:
                 obj.data.copy_(data)

@@ -24,6 +24,7 @@ from .groups import KIND_RESIDUAL, Group, compute_units, find_groups, unit_impor
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
 from .propagation import close
+from .tracing import without_gc
 
 STRATEGY_NAMES = ("l1", "l2", "random", "bn_scale", "lamp", "taylor")
 
@@ -100,6 +101,7 @@ def select_units(units: list[np.ndarray], scores: np.ndarray, amount: float,
     return chosen
 
 
+@without_gc
 def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 strategy: str = "l1", ignored_layers: Iterable | None = None,
                 round_to: int | None = None, global_pruning: bool = False, *,
