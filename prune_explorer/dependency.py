@@ -5,7 +5,8 @@ PruningPlan listing every coupled layer with its mapped indices — the classic 
     plan = DG.get_pruning_plan(model.conv1, tp.prune_conv, idxs=[2, 6, 9])
     plan.exec()
 
-After ``exec`` the graph is re-traced, so the next plan sees the new channel counts.
+After ``exec`` the graph follows the model (projected from the plan, or traced again where
+Python-level sizes changed), so the next plan sees the new channel counts.
 """
 
 from __future__ import annotations

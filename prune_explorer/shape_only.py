@@ -427,8 +427,6 @@ class Run:
         self._tainted: dict[int, weakref.ref] = {}
         self.needs_values: str | None = None  # the op that needed real values
         self.tainted_storage = False  # placeholder data was written into an existing tensor
-        self.protect: dict[int, torch.Tensor] = {}  # tensors to copy before an op writes them
-        self.copies: dict[int, torch.Tensor] = {}  # id -> its data before the first write
 
     def is_tainted(self, items) -> bool:
         tainted = self._tainted
@@ -450,12 +448,6 @@ class Run:
             for t in _flat((out,)):
                 self._tainted[id(t)] = weakref.ref(t)
 
-    def _copy_before_write(self, args, kwargs) -> None:
-        for t in _flat((args, kwargs or {})):
-            for x in (t, t._base):
-                if x is not None and self.protect.get(id(x)) is x and id(x) not in self.copies:
-                    self.copies[id(x)] = x.detach().clone()
-
     def stop(self, what: str):
         self.needs_values = what
         raise NeedsValues(what)
@@ -465,8 +457,6 @@ class Run:
         the run (``NeedsValues``)."""
         o = op(func)
         tainted = self.is_tainted(args) or bool(kwargs and self.is_tainted(kwargs.values()))
-        if o.mutates and self.protect:
-            self._copy_before_write(args, kwargs)
         if o.data_dependent or (o.by_args and data_dependent(func, o.packet, args)):
             if tainted or self.tainted_storage:
                 self.stop(o.packet)

@@ -779,26 +779,17 @@ def _restore_python_state(state) -> None:
 
 
 @contextmanager
-def kept_state(model: nn.Module, modules, copy_on_write=None):
+def kept_state(model: nn.Module, modules):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
-    the RNG state, and tensors or caches the forward keeps on its modules. With
-    ``copy_on_write`` (a ``shape_only.Run``), buffers are copied only when an op writes them."""
-    if copy_on_write is None:
-        saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                         for attr, b in m._buffers.items() if b is not None]
-    else:
-        saved_buffers = [(m, attr, b, None) for _name, m in modules
-                         for attr, b in m._buffers.items() if b is not None]
-        copy_on_write.protect = {id(b): b for _m, _a, b, _d in saved_buffers}
+    the RNG state, and tensors or caches the forward keeps on its modules."""
+    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
     saved_caches = _python_state(modules)
     rng = torch.get_rng_state()
     try:
         yield
     finally:
         torch.set_rng_state(rng)
-        if copy_on_write is not None:
-            copies = copy_on_write.copies
-            saved_buffers = [(m, a, b, copies.get(id(b))) for m, a, b, _d in saved_buffers]
         _restore_buffers(model, saved_buffers)
         _restore_python_state(saved_caches)
 
@@ -806,10 +797,6 @@ def kept_state(model: nn.Module, modules, copy_on_write=None):
 def _restore_buffers(model: nn.Module, saved) -> None:
     for owner, attr, obj, data in saved:
         current = owner._buffers.get(attr)
-        if data is None:  # copy on write, never written
-            if current is not obj:
-                owner._buffers[attr] = obj
-            continue
         if current is obj:
             if obj.shape == data.shape:
                 obj.data.copy_(data)

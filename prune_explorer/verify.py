@@ -115,7 +115,7 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
         nn.modules.module.register_module_forward_hook(where.post)]
     swapped = []
     try:
-        with kept_state(model, modules, mode.run if mode else None), torch.no_grad():
+        with kept_state(model, modules), torch.no_grad():
             if mode is not None:
                 for m, calls in (shortcuts or {}).items():
                     m.forward = _Shortcut(calls, mode.run)

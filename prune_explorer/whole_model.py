@@ -5,7 +5,7 @@
 Per group (default) each group loses ``amount`` of its channels, chosen by the group-level
 importance of its units; with ``global_pruning=True`` one ranking runs across all groups,
 scores normalised per group, with a floor so that no layer loses every channel. All groups
-are executed as one transactional plan, then the model is re-traced to measure the result.
+are executed as one transactional plan (checked by a forward, rolled back on failure).
 """
 
 from __future__ import annotations
