@@ -832,10 +832,12 @@ assert all(g.pruned % (g.channels // heads) == 0 for g in vit_report.groups if g
 
     md("""## 6 · The report to attach to the review
 
-`write_report` writes one standalone HTML file (plotly inlined: it opens offline, without a
-kernel): the summary (params and MACs before/after), the graph with every layer coloured by the
-share of parameters it loses, the full plan table (one row per step, with the *why*), the charts
-and the group tables, skipped groups included. It is a few MB, so it goes to the repository's
+`write_report` writes one interactive HTML file that opens offline, without a kernel or network:
+the summary (params and MACs before/after), the graph with every layer coloured by the share of
+parameters it loses, the full plan table (one row per step, with the *why*), the charts and the
+group tables, skipped groups included. A reviewer can click any layer to see the plan the engine
+makes from it (its coupled layers, their indices, why), or type channels to remove; the page
+computes it from the engine's coupling data embedded in the file. It goes to the repository's
 ignored `out/` folder rather than next to the notebook."""),
     code("""html_path = write_report(ROOT / "out" / "notebooks" / "02_resnet50_global_l1_50.html", DG,
                          report=report, title="ResNet-50, global L1 50% (dry run)")

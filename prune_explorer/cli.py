@@ -3,6 +3,7 @@
     prune-explorer plan   torchvision:resnet50 --layer layer1.0.conv1 --idxs 2,6,9
     prune-explorer prune  torchvision:resnet50 --amount 0.5 --strategy l1 --out pruned/
     prune-explorer report torchvision:resnet50 --amount 0.5 --html report.html
+    prune-explorer explore torchvision:resnet18        # the explorer in a window (Voilà)
 
 Models: ``torchvision:NAME``, ``timm:NAME`` (``pretrained=False``), ``hf:NAME`` (a Hugging Face
 model type or config name such as ``bert``, ``gpt2``, ``llama``, ``vit``, built offline from
@@ -19,6 +20,7 @@ import importlib.util
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -245,22 +247,29 @@ def default_ignored(model, source: str = "") -> list:
     return [last] if last is not None else []
 
 
-def load(args, progress) -> Loaded:
+def build_model(spec: str, input_shape: str | None = None, seed: int = 0) -> Loaded:
+    """The model and example inputs a MODEL spec names (random weights, eval mode); the
+    command line and the desktop explorer's kernel (``widget/app.py``) both build through
+    this, so a spec means the same everywhere."""
     import torch
-    torch.manual_seed(args.seed)
-    progress.stage(f"building {args.model}")
-    factory, source = resolve_factory(args.model)
+    torch.manual_seed(seed)
+    factory, source = resolve_factory(spec)
     try:
         model = factory()
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError(f"building {args.model} failed: {type(exc).__name__}: {exc}") from exc
+        raise CLIError(f"building {spec} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):
-        raise CLIError(f"{args.model} returned a {type(model).__name__}, not an nn.Module")
+        raise CLIError(f"{spec} returned a {type(model).__name__}, not an nn.Module")
     model.eval()
-    inputs = default_inputs(model, source, _parse_shape(args.input_shape), args.model)
-    return Loaded(model, inputs, factory, source, args.model)
+    inputs = default_inputs(model, source, _parse_shape(input_shape), spec)
+    return Loaded(model, inputs, factory, source, spec)
+
+
+def load(args, progress) -> Loaded:
+    progress.stage(f"building {args.model}")
+    return build_model(args.model, args.input_shape, args.seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,7 +428,8 @@ def cmd_report(args) -> int:
             report = tp.prune_model(loaded.model, loaded.inputs, DG=DG, dry_run=True,
                                     **_prune_kwargs(args, loaded))
         progress.stage(f"writing {args.html}")
-        path = write_report(args.html, DG, plan=plan, report=report, title=args.title)
+        path = write_report(args.html, DG, plan=plan, report=report, title=args.title,
+                            strategy=args.strategy, amount=args.amount, round_to=args.round_to)
     finally:
         progress.close()
     if report is not None:
@@ -429,6 +439,34 @@ def cmd_report(args) -> int:
               f"{plan.macs_removed} MACs, {len(plan.layer_steps)} layers")
     print(f"report written to {path}")
     return 0
+
+
+def cmd_explore(args) -> int:
+    from .widget import app
+    try:
+        app.require_voila()
+    except app.AppError as exc:
+        raise CLIError(str(exc)) from None
+    with app.Server(args.model, args.input_shape, args.seed, port=args.port) as server:
+        try:
+            # check the spec here (one line, like every command) while Voilà starts; the
+            # model itself is built in the served kernel when the page opens
+            resolve_factory(args.model)
+            _parse_shape(args.input_shape)
+            server.wait_ready()
+        except app.AppError as exc:
+            raise CLIError(str(exc)) from None
+        how = None if args.no_browser else app.open_window(server.url)
+        where = f"opened in {how}" if how else "open it in a browser"
+        print(f"prune-explorer: the explorer on {args.model} is at {server.url} ({where}; "
+              f"the page builds the model, then shows it). Ctrl-C stops it.", flush=True)
+        try:
+            while server.proc.poll() is None:
+                time.sleep(0.3)
+        except KeyboardInterrupt:
+            print("prune-explorer: stopping", file=sys.stderr, flush=True)
+            return 0
+        raise CLIError(f"Voilà stopped unexpectedly: {server.log_tail(1)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  prune-explorer prune torchvision:resnet50 --amount 0.5 --strategy l1 "
                "--out pruned/\n"
                "  prune-explorer report torchvision:resnet50 --amount 0.5 --html report.html\n"
+               "  prune-explorer explore torchvision:resnet18\n"
                "  prune-explorer prune hf:bert --amount 0.3 --input-shape 1,32 --keep-hidden\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"prune_explorer {__version__}")
@@ -542,15 +581,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("report", help="write an HTML audit report of a prune",
-                       description="Write a standalone HTML report (graph, plan table, charts) "
-                                   "of a whole-model prune (dry run: --amount, --strategy, ...) "
-                                   "or of one plan (--layer and --idxs). Nothing is changed.")
+                       description="Write a one-file interactive HTML report (graph, plan "
+                                   "table, charts) of a whole-model prune (dry run: --amount, "
+                                   "--strategy, ...) or of one plan (--layer and --idxs). In "
+                                   "the page, a click on any layer shows the plan for the "
+                                   "channels --strategy picks at --amount, or for channels the "
+                                   "reader types. It opens offline. Nothing is changed.")
     common(p)
     prune_args(p)
     plan_args(p, required=False)
     p.add_argument("--html", required=True, metavar="FILE", help="where to write the report")
     p.add_argument("--title", help="report title")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explore", help="open the explorer on a model in a browser window",
+                       description="Open the interactive explorer (graph, click a layer to "
+                                   "preview its plan, charts, commit / undo / export) on a "
+                                   "model, as a page of its own served by Voilà on 127.0.0.1: "
+                                   "no notebook to run. Ctrl-C stops the server.")
+    common(p)
+    p.add_argument("--port", type=int, default=0,
+                   help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="print the URL instead of opening a window")
+    p.set_defaults(func=cmd_explore)
     return parser
 
 

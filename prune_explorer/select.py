@@ -56,14 +56,16 @@ def group_for(DG, module, side: str = "out", policy: str = "heads") -> Group:
 
 def select_channels(DG, module, strategy: str = "l1", amount: float = 0.3,
                     round_to: int | None = None, side: str = "out", policy: str = "heads",
-                    seed: int = 0) -> Selection:
+                    seed: int = 0, cache: dict | None = None) -> Selection:
+    """``cache``: per-tensor scores kept across calls on the same, unchanged model (the
+    report picks channels for every layer; a weight is scored once, not once per layer)."""
     if strategy not in STRATEGIES:
         raise InvalidAmountError(f"unknown strategy {strategy!r}; use one of {STRATEGIES}")
     DG.check_fresh()  # a model changed behind the graph's back must not be scored
     g = group_for(DG, module, side, policy)
     units = compute_units(DG, g, policy)
     unit_scores = unit_importance(DG, g, units, strategy, policy,
-                                  np.random.default_rng(seed))
+                                  np.random.default_rng(seed), cache=cache)
     per_channel = np.zeros(g.size)
     for u, s in zip(units, unit_scores):
         per_channel[u] = s / max(len(u), 1)

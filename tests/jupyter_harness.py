@@ -37,6 +37,12 @@ def chromium_path() -> str | None:
     return None
 
 
+def run_sh_overrides() -> dict:
+    """The JupyterLab ``overrides.json`` that ``bash run.sh explore`` writes."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "run.sh").read_text()
+    return json.loads(text.split("<<'JSON'\n", 1)[1].split("\nJSON", 1)[0])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,13 +67,12 @@ class JupyterLab:
     def __enter__(self) -> "JupyterLab":
         tmp = pathlib.Path(self._tmp.name)
         settings = tmp / "settings"
-        (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-        (settings / "@jupyterlab" / "apputils-extension" /
-         "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
-        (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
-         ).write_text(json.dumps({"autoStartDefaultKernel": True}))
+        settings.mkdir()
+        # JupyterLab's settings as bash run.sh writes them (kernels start without a dialog, no
+        # news / update toast): the test checks that what users get is enough
+        app_settings = tmp / "app_settings"
+        app_settings.mkdir()
+        (app_settings / "overrides.json").write_text(json.dumps(run_sh_overrides()))
         env = dict(os.environ)
         env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
                    PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
@@ -76,9 +81,9 @@ class JupyterLab:
                "--ip=127.0.0.1", f"--port={self.port}", f"--ServerApp.token={self.token}",
                f"--ServerApp.root_dir={self.root_dir}", "--ServerApp.port_retries=0",
                f"--LabApp.user_settings_dir={settings}",
+               f"--LabApp.app_settings_dir={app_settings}",
                f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.expose_app_in_browser=True"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      cwd=str(self.root_dir), start_new_session=True)
@@ -177,3 +182,121 @@ def pe_classes(page, scope: str = "") -> dict[str, str]:
                 if (g.classList.contains('pe-' + r)) out[g.getAttribute('data-node')] = r;
         }
         return out; }""", scope)
+
+
+# ---- a page served by a command (the desktop explorer, marimo) ---------------------------------
+class Served:
+    """``cmd`` run in its own session (so a test can send it Ctrl-C, and nothing it starts
+    outlives the test); ``url`` is read from its output (``url_pattern``, one group) or built
+    from ``url``. Stopped (SIGINT, then SIGKILL of its whole session) on exit."""
+
+    def __init__(self, cmd: list[str], url_pattern: str | None = None, url: str | None = None,
+                 cwd=None, startup_timeout: float = 120.0, env: dict | None = None):
+        import re
+        self.cmd, self.cwd = cmd, cwd
+        self.url_re = re.compile(url_pattern) if url_pattern else None
+        self.url = url
+        self.startup_timeout = startup_timeout
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    def __enter__(self) -> "Served":
+        import threading
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, cwd=self.cwd, env=env, start_new_session=True)
+        found = threading.Event()
+
+        def read():
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if self.url_re is not None and not found.is_set():
+                    m = self.url_re.search(line)
+                    if m:
+                        self.url = m.group(1)
+                        found.set()
+            found.set()
+        threading.Thread(target=read, daemon=True).start()
+        if self.url_re is not None:
+            found.wait(self.startup_timeout)
+            if self.url is None:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"{self.cmd[:4]} printed no URL:\n" + self.log())
+        else:  # wait for the port
+            import urllib.parse
+            u = urllib.parse.urlparse(self.url)
+            deadline = time.time() + self.startup_timeout
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.cmd[:4]} exited:\n" + self.log())
+                with contextlib.suppress(OSError), socket.create_connection(
+                        (u.hostname, u.port), timeout=1):
+                    break
+                time.sleep(0.2)
+        return self
+
+    def log(self) -> str:
+        return "".join(self.output)[-4000:]
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C, as a user stops it: the exit status."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+ROLE_JS = "['pe-root', 'pe-out', 'pe-in', 'pe-pass']"
+
+
+def drawn_roles(page) -> dict[str, list[str]]:
+    """data-node -> its pe-* role classes, for every drawn node (through shadow roots too)."""
+    return page.locator("g[data-node]").evaluate_all(f"""(els) => {{
+        const out = {{}};
+        for (const g of els) {{
+            const r = {ROLE_JS}.filter(c => g.classList.contains(c)).map(c => c.slice(3));
+            if (r.length) out[g.getAttribute('data-node')] = r;
+        }}
+        return out; }}""")
+
+
+def wait_for_plan_dom(page, plan, timeout: float = 60.0) -> None:
+    """Until the page shows ``plan`` as the DOM contract says: the touched nodes carry exactly
+    their one role class and nothing else does, and ``table.pe-plan`` has one body row per
+    step, in plan order."""
+    expect = {k: [h["role"]] for k, h in plan.highlighted.items()}
+    targets = [s.nodes[0] if s.nodes else s.target for s in plan.steps]
+    deadline = time.time() + timeout
+    got, rows = None, None
+    while time.time() < deadline:
+        got = drawn_roles(page)
+        rows = page.locator("table.pe-plan tbody tr").evaluate_all(
+            "(trs) => trs.map(tr => tr.getAttribute('data-target'))")
+        if got == expect and rows == targets:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the page does not show the engine's plan:\n roles {got}\n expected "
+                         f"{expect}\n rows {rows}\n expected {targets}")
+
+
+def in_view(page, node: str) -> bool:
+    """Whether the drawn node lies inside the canvas viewport (what the user sees)."""
+    return page.locator(f'g[data-node="{node}"]').first.evaluate("""(g) => {
+        const v = g.closest('.pe-viewport').getBoundingClientRect();
+        const r = g.getBoundingClientRect();
+        return r.left >= v.left - 1 && r.right <= v.right + 1 && r.top >= v.top - 1 &&
+               r.bottom <= v.bottom + 1; }""")

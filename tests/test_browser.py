@@ -110,6 +110,9 @@ def test_explore_notebook_click_highlights_the_engine_plan(tmp_path):
             tip.wait_for(state="visible")
             assert "input channels pruned" in tip.inner_text()
 
+            # run.sh's settings: JupyterLab's news / update toast never covers the explorer
+            assert page.locator(".Toastify__toast").count() == 0
+
             page.set_viewport_size({"width": 1600, "height": 2250})
             page.evaluate("document.querySelector('.pe-ui').scrollIntoView()")
             page.locator('g[data-node="layer1.0.bn1"]').hover()

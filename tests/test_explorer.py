@@ -215,7 +215,7 @@ def test_export_round_trips(tmp_path):
     assert [s["idxs"] for s in data["steps"]] == [s.idxs for s in previewed.steps]
     ET.fromstring(out["svg"].read_text())
     html = out["report"].read_text()
-    assert '<table class="pe-plan">' in html and "Plotly.newPlot" in html
+    assert '<table class="pe-plan">' in html and 'id="pe-data"' in html  # interactive, offline
 
     ex.commit()
     out = ex.export(tmp_path / "committed")
@@ -286,7 +286,7 @@ def test_widget_calls_the_twin():
     ui = ex.widget
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    ui._on_canvas_msg(None, {"event": "select", "node": "layer1.0.conv1"}, None)
+    ui.canvas.selected = "layer1.0.conv1"  # what a click in the page does
     assert ex.root == "layer1.0.conv1"
     assert ui.canvas.highlight == ex.highlight_spec and ui.canvas.highlight["nodes"]
     assert ui.table.value.count("<tr class=\"pe-row-") == len(ex.plan.steps)
@@ -298,7 +298,7 @@ def test_widget_calls_the_twin():
     assert len(ex.history) == 1 and ui.canvas.svg == ex.base_svg
     ui.undo_btn.click()
     assert not ex.history
-    ui._on_canvas_msg(None, {"event": "select", "node": "layer1.0.add_"}, None)
+    ui.canvas.selected = "layer1.0.add_"
     assert "op" in ex.error  # shown in the status line, not raised in the browser
     ui.mode.value = "model"
     assert ex.mode == "model" and ex.report is not None

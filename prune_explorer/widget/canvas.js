@@ -3,7 +3,9 @@
 // Draws the SVG laid out by Graphviz once per layout; a plan preview only toggles classes
 // (pe-root / pe-out / pe-in / pe-pass, pe-inside, pe-flow, pe-hot) on elements already drawn.
 // Pan: drag or scroll. Zoom: ctrl/⌘ + wheel or the buttons. Fit: the button.
-// Click a layer -> {event: "select"}; a collapsed module / fold -> {event: "expand"};
+// After a click the view pans (and zooms out if it must) to show the plan, or the root and
+// its nearest coupled layers (boxes computed by Python: highlight.fit); "fit plan" shows it all.
+// Click a layer -> the `selected` trait; a collapsed module / fold -> {event: "expand"};
 // a cluster's title -> {event: "collapse"}; search -> focus, or {event: "reveal"} if hidden.
 
 const ROLES = ["pe-root", "pe-out", "pe-in", "pe-pass"];
@@ -35,9 +37,10 @@ function render({ model, el }) {
   const count = h("span", { class: "pe-count" });
   const btn = (label, title, cls = "") => h("button", { class: "pe-btn " + cls, title, text: label });
   const zoomOut = btn("−", "zoom out"), zoomIn = btn("+", "zoom in"), fit = btn("fit", "fit the graph");
+  const fitPlanBtn = btn("fit plan", "bring the whole previewed plan into view", "pe-fit-plan");
   const expandAll = btn("expand all", "draw every module expanded (slow on huge models)");
   const reset = btn("default view", "default view: repeated blocks folded, modules collapsed beyond the node budget");
-  const toolbar = h("div", { class: "pe-toolbar" }, [search, count, h("span", { class: "pe-spacer" }), zoomOut, zoomIn, fit, reset, expandAll]);
+  const toolbar = h("div", { class: "pe-toolbar" }, [search, count, h("span", { class: "pe-spacer" }), zoomOut, zoomIn, fit, fitPlanBtn, reset, expandAll]);
   const viewport = h("div", { class: "pe-viewport" });
   const stage = h("div", { class: "pe-stage" });
   viewport.appendChild(stage);
@@ -52,6 +55,9 @@ function render({ model, el }) {
   let edgeEls = new Map(); // edge id -> <g>
   let marked = [];
   let matches = [], matchAt = -1, lastQuery = "";
+  let fittedFor = "";      // the root whose plan the view was last brought to
+  const UNIT = 96 / 72;    // px per viewBox unit at zoom 1 (Graphviz draws in points)
+  const MIN_AUTO_ZOOM = 0.6;  // an automatic fit never zooms out further: labels stay legible
 
   function keyOf(g) {
     if (g.hasAttribute("data-node")) return g.getAttribute("data-node");
@@ -144,11 +150,17 @@ function render({ model, el }) {
       const g = elems.get(k);
       if (g) { g.classList.add("pe-hot"); g.style.setProperty("--pe-heat", color); marked.push(g); }
     }
-    const sel = elems.get(model.get("selected"));
-    if (sel && !sel.classList.contains("pe-root")) { sel.classList.add("pe-selected"); marked.push(sel); }
+    const chosen = elems.get(model.get("selected"));
+    if (chosen && !chosen.classList.contains("pe-root")) { chosen.classList.add("pe-selected"); marked.push(chosen); }
     svg.classList.toggle("pe-active", !!spec.active);
     svg.classList.toggle("pe-heat", Object.keys(heat).length > 0);
     drawLegend(Object.keys(heat).length > 0, !!spec.active, !!spec.pending);
+    fitPlanBtn.disabled = !spec.fit;
+    const fitKey = spec.fit ? spec.fit.key : "";
+    if (fitKey && fitKey !== fittedFor && viewport.clientWidth) {
+      fittedFor = fitKey;  // once per new root: changing the amount does not move the view
+      fitPlan(false);
+    } else if (!fitKey) fittedFor = "";
     el.dataset.highlightVersion = String((+el.dataset.highlightVersion || 0) + 1);
     el.dataset.highlightMs = (performance.now() - t0).toFixed(2);
     el.dataset.pending = spec.pending ? "1" : "0";
@@ -156,14 +168,51 @@ function render({ model, el }) {
 
   function drawLegend(heat, active, pending) {
     let html = "";
-    for (const [r, t] of Object.entries(ROLE_TEXT)) html += `<span><span class="pe-sw ${r}"></span>${t}</span>`;
-    if (heat) {
+    if (heat) {  // whole-model mode: one scale, the roles do not apply
       const stops = (model.get("heat_stops") || []).map(([f, c]) => `${c} ${Math.round(f * 100)}%`).join(", ");
-      html += `<span>params removed 0%<span class="pe-heatbar" style="background:linear-gradient(90deg, ${stops})"></span>100%</span>`;
+      html += `<span>share of each layer's params removed: 0%<span class="pe-heatbar" style="background:linear-gradient(90deg, ${stops})"></span>100%</span>`;
+      html += `<span class="pe-hint">click a layer to see one plan</span>`;
+    } else {
+      for (const [r, t] of Object.entries(ROLE_TEXT)) html += `<span><span class="pe-sw ${r}"></span>${t}</span>`;
+      if (pending) html += `<span class="pe-hint">scoring channels…</span>`;
+      else if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
     }
-    if (pending) html += `<span class="pe-hint">scoring channels…</span>`;
-    else if (!active) html += `<span class="pe-hint">click a layer to preview a plan · click a cluster title to collapse it</span>`;
     legend.innerHTML = html;
+  }
+
+  // ---- bring a plan into view
+  function boxZoom(b) {  // the zoom at which box b (viewBox units) fills the viewport
+    const w = Math.max(40, viewport.clientWidth - 48), hgt = Math.max(40, viewport.clientHeight - 48);
+    return Math.min(w / Math.max(1, (b[2] - b[0]) * UNIT), hgt / Math.max(1, (b[3] - b[1]) * UNIT));
+  }
+  function boxRect(b) {  // box b in the viewport's scroll coordinates
+    const s = svg.getBoundingClientRect(), v = viewport.getBoundingClientRect();
+    const k = UNIT * zoom, x0 = s.left - v.left + viewport.scrollLeft, y0 = s.top - v.top + viewport.scrollTop;
+    return { l: x0 + b[0] * k, t: y0 + b[1] * k, r: x0 + b[2] * k, b: y0 + b[3] * k };
+  }
+  function showBox(b, z) {
+    if (Math.abs(z - zoom) > 1e-3) setZoom(z);
+    const r = boxRect(b), sl = viewport.scrollLeft, st = viewport.scrollTop;
+    const inside = r.l >= sl && r.r <= sl + viewport.clientWidth && r.t >= st && r.b <= st + viewport.clientHeight;
+    if (inside) return;  // already in view: do not move what the user is looking at
+    viewport.scrollLeft = (r.l + r.r) / 2 - viewport.clientWidth / 2;
+    viewport.scrollTop = (r.t + r.b) / 2 - viewport.clientHeight / 2;
+  }
+  function fitPlan(all) {
+    const fit = (model.get("highlight") || {}).fit;
+    if (!svg || !fit || !fit.steps.length) return false;
+    const steps = fit.steps, whole = steps[steps.length - 1];
+    if (all) showBox(whole, Math.max(0.05, Math.min(boxZoom(whole), 1.5)));
+    else {
+      // the whole plan at the current zoom if it fits, else zoom out to it, down to a legible
+      // zoom; past that, the root and as many of its nearest coupled layers as fit
+      const floor = Math.min(zoom, MIN_AUTO_ZOOM);
+      let pick = steps[0];
+      for (const b of steps) if (boxZoom(b) >= floor) pick = b;
+      showBox(pick, Math.max(floor, Math.min(zoom, boxZoom(pick))));
+    }
+    el.dataset.fitVersion = String((+el.dataset.fitVersion || 0) + 1);
+    return true;
   }
 
   function focusKey(k, flash = true) {
@@ -265,7 +314,8 @@ function render({ model, el }) {
       return;
     }
     el.dataset.clickAt = String(performance.now());
-    model.send({ event: "select", node: k });
+    model.set("selected", k);
+    model.save_changes();
   });
 
   viewport.addEventListener("wheel", (ev) => {
@@ -277,6 +327,7 @@ function render({ model, el }) {
   zoomIn.onclick = () => setZoom(zoom * 1.25);
   zoomOut.onclick = () => setZoom(zoom / 1.25);
   fit.onclick = () => { setZoom(fitZoom()); viewport.scrollLeft = 0; viewport.scrollTop = 0; };
+  fitPlanBtn.onclick = () => fitPlan(true);
   expandAll.onclick = () => model.send({ event: "expand_all" });
   reset.onclick = () => model.send({ event: "reset_view" });
 

@@ -32,6 +32,7 @@ from torch import nn
 from ..dependency import DependencyGraph
 from ..errors import PruningError
 from ..graph import NODE_LAYER
+from ..viz.boxes import element_boxes, plan_fit
 from ..viz.dot import DEFAULT_BUDGET, GraphView, Layout, highlight_svg, idx_text, parse_indices
 
 _UNSET = object()
@@ -135,9 +136,12 @@ class Explorer:
         self._view: GraphView | None = None
         self._view_version = -1
         self._layout: Layout | None = None
+        self._boxes: dict | None = None
         self._spec: dict = {}
         self._heat: dict[str, float] | None = None
         self._widget = None
+        self._canvas = None
+        self._pane = None
         self.focused: str | None = None
         self.coupling_spec: dict = {}
         self._relayout(reset=True)
@@ -175,6 +179,7 @@ class Explorer:
             state.collapsed &= set(view.subtree)
             state.folded &= set(view.folds)
         self._layout = view.layout(state)
+        self._boxes = None
         self.timings["last_render"] = self._layout.seconds
         self._refresh_highlight()
         self._emit("layout")
@@ -233,11 +238,29 @@ class Explorer:
     def highlight_spec(self) -> dict:
         return self._spec
 
+    @property
+    def boxes(self) -> dict[str, tuple[float, float, float, float]]:
+        """Drawn element -> its box in the SVG's viewBox units (``viz.boxes``)."""
+        if self._boxes is None:
+            self._boxes = element_boxes(self._layout.svg)
+        return self._boxes
+
+    def plan_box(self) -> dict | None:
+        """What "fit plan" shows: ``{"root": box, "steps": [...]}``, the root's box and the
+        growing boxes of the root and its nearest coupled layers, the last the whole plan
+        (viewBox units; None without a layer plan)."""
+        return self._spec.get("fit")
+
+    def _highlight(self, highlighted, heat=None) -> dict:
+        spec = self.view.highlight_spec(self._layout, highlighted, heat)
+        if self.mode == "layer" and spec["active"]:
+            spec["fit"] = plan_fit(self.boxes, spec)
+        return spec
+
     def _refresh_highlight(self) -> None:
         plan = self.plan
-        self._spec = self.view.highlight_spec(
-            self._layout, plan.highlighted if plan is not None else None,
-            self._heat if self.mode == "model" else None)
+        self._spec = self._highlight(plan.highlighted if plan is not None else None,
+                                     self._heat if self.mode == "model" else None)
 
     # ---- the twin API -------------------------------------------------------------------------
     @property
@@ -409,8 +432,9 @@ class Explorer:
     def export(self, directory) -> dict[str, pathlib.Path]:
         """Write ``plan.json`` (the previewed plan, else the last committed one),
         ``history.json`` (every commit), the model (``model.pt`` via torch.save, and a
-        ``model/`` folder via ``tp.save`` when available), ``graph.svg`` and the standalone
-        ``report.html``. Returns the paths by name."""
+        ``model/`` folder via ``tp.save`` when available), ``graph.svg`` and the interactive
+        one-file ``report.html`` (a click on a layer plans it at the current amount and
+        strategy). Returns the paths by name."""
         from ..viz.report import write_report
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -440,7 +464,9 @@ class Explorer:
         out["report"] = write_report(d / "report.html", self.DG, plan if self.plan is not None
                                      else None, report=self.report if self.mode == "model"
                                      else None, title=f"prune_explorer: {self.title}",
-                                     svg=self.svg, figures=self.figures(), history=history)
+                                     history=history, amount=self.controls.amount,
+                                     round_to=self.controls.round_to, strategy="l1" if
+                                     self.controls.strategy == "taylor" else self.controls.strategy)
         self.message = f"exported to {d}"
         self._emit("status")
         return out
@@ -520,17 +546,22 @@ class Explorer:
 
     def figures(self, which: Iterable[str] | None = None) -> dict:
         """The plotly figures of the current state: params, macs, totals (and "plan", the
-        three side by side), importance, sensitivity."""
+        three side by side), importance, losses (the layers a whole-model preview cuts
+        most), "detail" (importance for a layer, losses for the whole model) and
+        sensitivity."""
         from ..viz import charts
         want = set(which) if which is not None else {"params", "macs", "totals", "plan",
-                                                      "importance", "sensitivity"}
+                                                      "importance", "losses", "detail",
+                                                      "sensitivity"}
         rows = charts.layer_rows(self.DG, self.plan)
         t = charts.totals(self.DG, self.plan)
+        losses = lambda: charts.losses_figure(rows)  # noqa: E731
         makers = {"params": lambda: charts.params_figure(rows),
                   "macs": lambda: charts.macs_figure(rows),
                   "totals": lambda: charts.totals_figure(t),
                   "plan": lambda: charts.plan_figure(rows, t),
-                  "importance": self.importance_figure}
+                  "importance": self.importance_figure, "losses": losses,
+                  "detail": losses if self.mode == "model" else self.importance_figure}
         figs = {k: f() for k, f in makers.items() if k in want}
         if "sensitivity" in want and self.sensitivity_results:
             figs["sensitivity"] = charts.sensitivity_figure(self.sensitivity_results)
@@ -610,8 +641,7 @@ class Explorer:
                                              list(range(1, size)), strict=False)
         except (PruningError, ValueError):
             return
-        spec = self.view.highlight_spec(
-            self._layout, {k: h["role"] for k, h in probe.highlighted.items()})
+        spec = self._highlight({k: h["role"] for k, h in probe.highlighted.items()})
         spec["pending"] = True
         self.coupling_spec = spec
         self._emit("coupling")
@@ -678,6 +708,16 @@ class Explorer:
 
     # ---- display ------------------------------------------------------------------------------
     @property
+    def canvas(self):
+        """The graph canvas (an anywidget) kept in step with this explorer: a click in it
+        previews that layer's plan. Every front-end shows this one (marimo:
+        ``mo.ui.anywidget(ex.canvas)``)."""
+        if self._canvas is None:
+            from .canvas import CanvasBinding
+            self._canvas = CanvasBinding(self).canvas
+        return self._canvas
+
+    @property
     def widget(self):
         """The ipywidgets UI (built on first use)."""
         if self._widget is None:
@@ -687,9 +727,24 @@ class Explorer:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget.root._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):  # front-ends without widgets: say what this is
-            bundle["text/plain"] = repr(self) + " (run the cell in JupyterLab to explore)"
+        if isinstance(bundle, dict):  # front-ends without widgets show this line instead
+            bundle["text/plain"] = self.text_line()
         return bundle
+
+    def text_line(self) -> str:
+        """What a front-end that cannot show widgets (a terminal, a notebook without the
+        widget manager) prints instead of an empty output: one line that says so."""
+        return (f"{self!r}: an interactive widget this front-end cannot show; open it in "
+                f"JupyterLab, VS Code or marimo, or run `prune-explorer explore MODEL`")
+
+    def _display_(self):
+        """marimo: the graph and a live plan pane (marimo renders anywidgets, not ipywidgets'
+        controls; notebooks/explore_marimo.py adds controls and charts)."""
+        import marimo as mo
+        if self._pane is None:
+            from .canvas import plan_pane
+            self._pane = plan_pane(self)
+        return mo.vstack([mo.ui.anywidget(self.canvas), mo.ui.anywidget(self._pane)])
 
     def default_ignored(self) -> list[str]:
         """The classifier: the last layer of the graph (its outputs are the model's)."""

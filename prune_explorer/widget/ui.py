@@ -5,7 +5,6 @@ charts."""
 
 from __future__ import annotations
 
-import html
 import traceback
 
 import asyncio
@@ -13,37 +12,11 @@ import json
 
 import ipywidgets as W
 
-from ..viz.dot import human, idx_text
-from ..viz.report import plan_table_html
-from .canvas import GraphCanvas
+from ..viz.dot import idx_text
+from . import panels
 from .explorer import POLICIES, STRATEGY_LABELS
 
-_e = html.escape
-_PANEL_CSS = """<style>
-.pe-ui { font-family: Helvetica, Arial, sans-serif; }
-.pe-ui .pe-header { align-items: center; gap: 8px; }
-.pe-ui .pe-title { font-size: 14px; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }
-.pe-ui .pe-header .widget-button { width: auto; padding: 0 14px; }
-.pe-ui .pe-title b { color: #0f172a; }
-.pe-ui .pe-status { font-size: 12px; color: #334155; min-height: 18px; }
-.pe-ui .pe-status .pe-err { color: #b91c1c; }
-.pe-ui .pe-panel { border: 1px solid #e2e8f0; border-radius: 8px; padding: 8px 10px;
-  background: #fff; }
-.pe-ui .pe-panel h4 { margin: 6px 0 4px 0; font-size: 12px; color: #475569;
-  text-transform: uppercase; letter-spacing: .04em; }
-.pe-ui .widget-html-content { line-height: 1.45; }
-.pe-ui .pe-details { font-size: 12px; }
-.pe-ui .pe-details > .widget-html-content > div { margin: 1px 0; }
-.pe-ui .pe-details code { font-size: 11px; color: #334155; word-break: break-all; }
-.pe-ui .pe-summary { font-size: 12px; line-height: 1.5; }
-.pe-ui .pe-summary .pe-big { font-size: 15px; font-weight: 700; }
-.pe-ui .pe-tablebox { max-height: 300px; overflow: auto; border: 1px solid #e2e8f0;
-  border-radius: 8px; }
-.pe-ui .pe-empty { color: #64748b; padding: 10px; font-size: 12px; }
-.pe-ui .pe-problems { background: #fef2f2; color: #991b1b; padding: 6px 10px; font-size: 12px; }
-.pe-ui .pe-history { font-size: 11.5px; color: #334155; }
-</style>"""
+
 
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -63,6 +36,8 @@ def _chart(fig, width: int, height: int = 320):
 
 def _set_fig(out, fig):
     width, height = out._pe_size
+    height = max(height, int(fig.layout.height or 0))  # a long list asks for more room
+    out.layout.height = f"{height + 8}px"
     fig = fig.update_layout(width=width, height=height, autosize=False)
     spec = json.loads(fig.to_json())
     spec["config"] = {"displaylogo": False, "responsive": False}
@@ -79,12 +54,8 @@ class ExplorerUI:
         self.ex = ex
         self._pending: dict = {}
         self._syncing = False
-        self._focus_token = 0
+        self.canvas = ex.canvas  # bound to ex first: a click's highlight goes out first
         ex.on_change(self._on_change)
-
-        # ---- canvas
-        self.canvas = GraphCanvas()
-        self.canvas.on_msg(self._on_canvas_msg)
 
         # ---- header
         self.title = W.HTML()
@@ -193,9 +164,9 @@ class ExplorerUI:
         # ---- table and charts
         self.table = W.HTML()
         self.table.add_class("pe-tablebox")
-        figs = ex.figures(("plan", "importance"))
+        figs = ex.figures(("plan", "detail"))
         self.fig_plan = _chart(figs["plan"], 1160)
-        self.fig_importance = _chart(figs["importance"], 700)
+        self.fig_importance = _chart(figs["detail"], 760)
         from ..viz.charts import sensitivity_figure
         self.fig_sensitivity = _chart(sensitivity_figure(ex.sensitivity_results), 440)
         shown = [self.fig_plan, self.fig_importance]
@@ -204,13 +175,13 @@ class ExplorerUI:
         charts = W.Box(shown,
                        layout=W.Layout(display="flex", flex_flow="row wrap", gap="6px 10px",
                                        margin="10px 0 0 0"))
-        self.root = W.VBox([W.HTML(_PANEL_CSS), header, self.status,
+        self.root = W.VBox([W.HTML(f"<style>{panels.PANEL_CSS}</style>"), header, self.status,
                             W.HBox([canvas_box, panel], layout=W.Layout(gap="8px")),
                             W.HTML("<h4 style='margin:10px 0 4px 0;font:600 12px Helvetica;"
                                    "color:#475569'>PLAN</h4>"),
                             self.table, charts])
         self.root.add_class("pe-ui")
-        self._sync_layout()
+        self._sync_title()
         self._sync_plan(full=True)
         self._sync_history()
         self._sync_status()
@@ -218,10 +189,7 @@ class ExplorerUI:
     # ---- explorer -> widgets ------------------------------------------------------------------
     def _on_change(self, what: str) -> None:
         if what == "layout":
-            self._sync_layout()
-        elif what == "coupling":  # the group, while the channels are being scored
-            self.canvas.selected = self.ex.root or ""
-            self.canvas.highlight = self.ex.coupling_spec
+            self._sync_title()
         elif what == "plan":
             self._sync_plan()
         elif what == "history":
@@ -231,34 +199,14 @@ class ExplorerUI:
         elif what == "sensitivity":
             from ..viz.charts import sensitivity_figure
             _set_fig(self.fig_sensitivity, sensitivity_figure(self.ex.sensitivity_results))
-        elif what == "focus":
-            self._focus_token += 1
-            self.canvas.focus = {"node": self.ex.focused, "token": self._focus_token}
-
-    def _sync_layout(self) -> None:
-        ex, L = self.ex, self.ex.layout
-        index = [[k, ex.DG.graph.nodes[k].type if k in ex.DG.graph.nodes else "Parameter",
-                  L.visible.get(k, "")] for k in ex.view.order]
-        with self.canvas.hold_sync():
-            self.canvas.info = {k: {"title": v.get("title", k), "lines": v.get("lines", [])}
-                                for k, v in L.elements.items()}
-            self.canvas.index = index
-            self.canvas.svg = L.svg
-            self.canvas.highlight = ex.highlight_spec
-        self._sync_title()
 
     def _sync_title(self) -> None:
-        t = self.ex.summary()
-        self.title.value = (f'<div class="pe-title"><b>prune_explorer</b> · {_e(self.ex.title)} · '
-                            f'{human(t["params_before"])} params · {human(t["macs_before"])} MACs'
-                            f' · {len(self.ex.layout.elements)} nodes drawn</div>')
+        self.title.value = panels.title_html(self.ex)
 
     def _sync_plan(self, full: bool = False) -> None:
         ex = self.ex
-        # 1. the canvas first: this is what a click waits for
-        self.canvas.selected = ex.root or ""
-        self.canvas.highlight = ex.highlight_spec
-        # 2. controls reflect the state (without re-triggering previews)
+        # 1. the canvas is already highlighted (CanvasBinding); 2. controls reflect the
+        # state (without re-triggering previews)
         self._syncing = True
         try:
             c = ex.controls
@@ -300,78 +248,25 @@ class ExplorerUI:
 
     def _sync_rest(self) -> None:
         ex = self.ex
-        self._sync_details()
-        self._sync_summary()
-        self.table.value = plan_table_html(
-            ex.plan, limit=None, empty="No plan previewed: click a layer in the graph "
-                                       "(or preview the whole model).")
+        self.details.value = panels.details_html(ex)
+        self.summary.value = panels.summary_html(ex)
+        self.table.value = panels.table_html(ex)
         self._sync_status()
 
     def _sync_charts(self) -> None:
-        figs = self.ex.figures(("plan", "importance"))
+        figs = self.ex.figures(("plan", "detail"))
         _set_fig(self.fig_plan, figs["plan"])
-        _set_fig(self.fig_importance, figs["importance"])
-
-    def _sync_details(self) -> None:
-        ex = self.ex
-        if ex.mode == "model":
-            r = ex.report
-            if r is None:
-                self.details.value = "<h4>Whole model</h4><div>No preview.</div>"
-                return
-            skipped = "".join(f"<li>{_e(root)}: {_e(why[:140])}</li>" for root, why in
-                              r.skipped[:8])
-            self.details.value = (
-                f"<h4>Whole model</h4><div>{len(r.groups)} groups pruned, {len(r.skipped)} "
-                f"skipped</div>" + (f"<ul style='margin:2px 0 0 16px;padding:0'>{skipped}</ul>"
-                                    if skipped else "") +
-                "<div style='color:#64748b'>layers are coloured by the share of their parameters"
-                " removed (legend under the graph)</div>")
-            return
-        d = ex.layer_details()
-        if not d:
-            self.details.value = ("<h4>Layer</h4><div>Click a layer in the graph (or search for "
-                                  "one) to make it the plan's root.</div>")
-            return
-        lines = "".join(f"<div>{_e(l)}</div>" for l in d.get("lines", []))
-        group = ""
-        if d.get("group"):
-            group = f"<div>group: {_e(d['group'])}, {d['group_size']} channels</div>"
-        self.details.value = (f"<h4>Layer</h4><div><b>{_e(d['name'])}</b></div>{lines}{group}"
-                              f"<code>{_e(d.get('repr', '')[:160])}</code>")
-
-    def _sync_summary(self) -> None:
-        ex = self.ex
-        if ex.plan is None:
-            self.summary.value = ""
-            return
-        t = ex.summary()
-        dp = t["params_before"] - t["params_after"]
-        dm = t["macs_before"] - t["macs_after"]
-        pp = 100.0 * dp / max(t["params_before"], 1)
-        pm = 100.0 * dm / max(t["macs_before"], 1)
-        how = "" if ex.mode == "model" else f"{len(ex.plan.idxs)} channels · "
-        self.summary.value = (
-            f"<h4>Plan preview</h4><div>{how}{t['steps']} steps, {t['layers']} layers</div>"
-            f"<div class='pe-big'>−{human(dp)} params ({pp:.1f}%)</div>"
-            f"<div class='pe-big'>−{human(dm)} MACs ({pm:.1f}%)</div>"
-            + ("" if t["valid"] else "<div style='color:#b91c1c'>cannot run: see status</div>"))
+        _set_fig(self.fig_importance, figs["detail"])
 
     def _sync_history(self) -> None:
-        ex = self.ex
-        self.undo_btn.disabled = not ex.history
-        items = "".join(f"<li>{_e(h.description)}</li>" for h in ex.history)
-        self.history.value = (f"<h4>History</h4><ol style='margin:0 0 0 16px;padding:0'>{items}"
-                              f"</ol>" if items else "")
+        self.undo_btn.disabled = not self.ex.history
+        self.history.value = panels.history_html(self.ex)
         self._sync_title()
 
     def _sync_status(self) -> None:
         ex = self.ex
         self.commit_btn.disabled = ex.plan is None or bool(ex.plan.problems)
-        if ex.error:
-            self.status.value = f"<span class='pe-err'>⚠ {_e(ex.error)}</span>"
-        else:
-            self.status.value = _e(ex.message)
+        self.status.value = panels.status_html(ex)
 
     # ---- widgets -> explorer (the twin API) ----------------------------------------------------
     def _guard(self, fn, *args, **kw):
@@ -384,26 +279,6 @@ class ExplorerUI:
             if not hasattr(exc, "__module__") or "prune_explorer" not in type(exc).__module__:
                 traceback.print_exc()
             return None
-
-    def _on_canvas_msg(self, _widget, content, _buffers) -> None:
-        event = content.get("event")
-        if event == "select":
-            self._guard(self.ex.select, content["node"])
-        elif event in ("expand", "collapse", "reveal", "expand_all", "reset_view"):
-            self.canvas.busy = True
-            try:
-                if event == "expand":
-                    self._guard(self.ex.expand, content["key"])
-                elif event == "collapse":
-                    self._guard(self.ex.collapse, content["module"])
-                elif event == "reveal":
-                    self._guard(self.ex.reveal, content["node"])
-                elif event == "expand_all":
-                    self._guard(self.ex.expand_all)
-                else:
-                    self._guard(self.ex.reset_view)
-            finally:
-                self.canvas.busy = False
 
     def _on_strategy(self, _change) -> None:
         if self._syncing:
