@@ -53,7 +53,7 @@ class Call:
     args: tuple
     kwargs: dict
     outputs: tuple  # value ids (or None for non-tensor outputs), flattened
-    macs: int | None = None  # None: computed from the recorded shapes when asked (metrics)
+    macs: int = 0
     # the Python-level torch call this op ran under: its name, the int arguments it was given
     # (view(B, -1, 64) -> (B, -1, 64)) and, per int, (value, dim, num, den) when the int was
     # read from a tensor's shape. None: no Python call recorded it (internal to a kernel).

@@ -95,14 +95,24 @@ def _project_graph(graph: Graph, dg: DimGraph, pruned, new_shapes, changed) -> G
     fingerprint = tuple((n, names.get(n, s)) for n, s in graph.fingerprint)
     new = dataclasses.replace(graph, nodes=nodes, values=values, fingerprint=fingerprint,
                               memo={})
+    # the touched nodes' multiply-accumulates at their new shapes
+    from .metrics import MAC_OPS, call_macs
+    all_shapes = None
+    for nid in touched:
+        node = nodes.get(nid)
+        if node is None or not any(c.packet in MAC_OPS for c in node.calls):
+            continue
+        if all_shapes is None:
+            all_shapes = new.shapes()
+        calls = tuple(dataclasses.replace(c, macs=call_macs(c, all_shapes))
+                      if c.packet in MAC_OPS else c for c in node.calls)
+        nodes[nid] = dataclasses.replace(node, calls=calls)
     old_macs = graph.memo.get("node_macs")
     if old_macs is not None:  # only the touched nodes' MACs change
-        from .metrics import recorded_macs
         macs = dict(old_macs)
-        all_shapes = new.shapes()
         for nid in touched:
             if nid in nodes:
-                macs[nid] = sum(recorded_macs(c, all_shapes) for c in nodes[nid].calls)
+                macs[nid] = sum(c.macs for c in nodes[nid].calls)
         new.memo["node_macs"] = macs
     return new
 

@@ -30,21 +30,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def node_macs(graph: Graph) -> dict[str, int]:
-    """MACs of every node, as traced (computed from the recorded shapes on first use, then
-    kept with the graph)."""
+    """MACs of every node, as traced (kept with the graph after the first call)."""
     memo = graph.memo.get("node_macs")
     if memo is None:
-        shapes = graph.shapes()
         memo = graph.memo["node_macs"] = {
-            nid: sum(recorded_macs(c, shapes) for c in n.calls) for nid, n in graph.nodes.items()}
+            nid: sum(c.macs for c in n.calls) for nid, n in graph.nodes.items()}
     return memo
-
-
-def recorded_macs(call: Call, shapes: dict[int, tuple[int, ...]]) -> int:
-    """MACs of a call at its recorded shapes (0 for ops that do no multiply-accumulates)."""
-    if call.macs is not None:
-        return call.macs
-    return call_macs(call, shapes) if call.packet in MAC_OPS else 0
 
 
 def total_macs(graph: Graph, opaque_macs: Callable | None = None) -> int:
@@ -125,7 +116,7 @@ def call_macs(call: Call, shapes: dict[int, tuple[int, ...]]) -> int:
     try:
         return int(formula(*args, **kwargs, out_val=out_val)) // 2
     except Exception:
-        return call.macs or 0
+        return call.macs
 
 
 def predicted_node_macs(graph: Graph, shapes: dict[int, tuple[int, ...]],

@@ -367,8 +367,8 @@ class _Recorder:
                 frame.produced.append(vid)
                 frame.seen.add(vid)
             outs = tuple(outs)
-        # MACs are computed from the recorded shapes when first asked (metrics.node_macs)
-        frame.calls.append(Call(info.name, rargs, rkwargs, outs, None, self.py_ctx))
+        # MACs are computed from the recorded shapes after the forward (with_macs)
+        frame.calls.append(Call(info.name, rargs, rkwargs, outs, 0, self.py_ctx))
         if standalone:
             self.finish(frame)
 
@@ -684,7 +684,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         and not any(n.startswith(c + ".") for c in called))
     param_values = {v.name: v.id for v in rec.values.values() if v.kind in (PARAM, BUFFER)}
     graph = Graph(
-        nodes=_prune_external_outputs(rec.nodes),
+        nodes=with_macs(_prune_external_outputs(rec.nodes), rec.values),
         values=rec.values,
         inputs=tuple(input_ids),
         outputs=tuple(out_ids),
@@ -696,6 +696,22 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         shape_reads=frozenset(rec.shape_reads),
     )
     return graph
+
+
+def with_macs(nodes: dict[str, Node], values) -> dict[str, Node]:
+    """The nodes with each multiply-accumulate call's MACs, from the recorded shapes: one pass
+    after the forward instead of a formula inside every op of it."""
+    from .metrics import MAC_OPS, call_macs
+    shapes = None
+    for nid, node in nodes.items():
+        if not any(c.packet in MAC_OPS for c in node.calls):
+            continue
+        if shapes is None:
+            shapes = {vid: v.shape for vid, v in values.items()}
+        calls = tuple(dataclasses.replace(c, macs=call_macs(c, shapes))
+                      if c.packet in MAC_OPS else c for c in node.calls)
+        nodes[nid] = dataclasses.replace(node, calls=calls)
+    return nodes
 
 
 def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
