@@ -243,17 +243,64 @@ def main(argv=None):
     ap.add_argument("--skip-whole", action="store_true")
     ap.add_argument("--skip-loop", action="store_true")
     ap.add_argument("--profile", help="pyinstrument: 'plan', 'loop', or a model for prune_model")
+    ap.add_argument("--parts", help="model: CPU ms per stage of prune_model (5 runs, mean)")
     args = ap.parse_args(argv)
     threads()
     clock = CLOCK[args.clock]
     print(f"# threads=1 clock={args.clock} (seconds unless marked)")
     if args.profile:
         return profile(args.profile)
+    if args.parts:
+        return parts(args.parts)
     one_plan(args.plan_repeats, clock)
     if not args.skip_whole:
         whole_model(args.models.split(","), args.repeats, clock)
     if not args.skip_loop:
         classic_loop(args.repeats, args.clock)
+    return 0
+
+
+def parts(name: str, runs: int = 5) -> int:
+    """Where prune_model's time goes, stage by stage (nested stages are inside their parent)."""
+    import collections
+    import prune_explorer as pe
+    from prune_explorer import dependency, execution, verify, whole_model
+    acc: collections.Counter = collections.Counter()
+
+    def wrap(mod, attr, label):
+        f = getattr(mod, attr)
+
+        def w(*a, **k):
+            t0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[label] += time.process_time() - t0
+        setattr(mod, attr, w)
+
+    stages = [
+            (dependency.DependencyGraph, "build_dependency", "build_dependency"),
+            (dependency, "trace", "  trace"), (dependency, "build_dim_graph", "  dim graph"),
+            (whole_model, "find_groups", "find_groups"),
+            (whole_model, "unit_importance", "unit_importance (L1 scores)"),
+            (whole_model, "close", "closures per group (back-off)"),
+            (whole_model, "_execute_groups", "execute groups"),
+            (whole_model, "_combined_closure", "  combined closure"),
+            (dependency.DependencyGraph, "plan_from_seeds", "  plan (steps, counts, actions)"),
+            (execution, "apply_actions", "  surgery (cut tensors)"),
+            (verify, "check_model_runs", "  check forward")]
+    for mod, attr, label in stages:
+        wrap(mod, attr, label)
+    for i in range(runs + 1):
+        if i == 1:
+            acc.clear()
+        model, x = build(name)
+        t0 = time.process_time()
+        pe.prune_model(model, x, amount=0.5, strategy="l1", ignored_layers=[classifier_of(model)])
+        acc["TOTAL prune_model"] += time.process_time() - t0
+    print(f"prune_model({name}, 0.5, 'l1'): CPU ms per stage, mean of {runs}")
+    for label in ["TOTAL prune_model"] + [st[2] for st in stages]:
+        print(f"  {label:34} {1e3 * acc[label] / runs:8.1f}")
     return 0
 
 
