@@ -17,7 +17,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from common import build, threads  # noqa: E402

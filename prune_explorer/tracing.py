@@ -3,7 +3,9 @@
 Every ATen op is recorded with its exact arguments (split sizes, view targets, dims) through a
 ``TorchDispatchMode``; a ``TorchFunctionMode`` names them after the Python call the user wrote
 (``flatten``, ``chunk``, ``matmul``), and forward hooks group them into layer nodes. Nothing is
-guessed from autograd: the index maps later read the recorded arguments and shapes.
+guessed from autograd: the index maps later read the recorded arguments and shapes. The heavy
+ops only produce shapes (``shape_only.py``) unless the model's code reads their values; then
+the forward is traced again with real values, so the graph is the same either way.
 
 The trace runs under ``torch.no_grad()``, leaves train/eval mode alone (so branches that only
 run in training are traced when the model is in training), restores buffers (BatchNorm running
