@@ -5,7 +5,7 @@ After pruning, a ``view(B, N, self.num_heads, self.head_dim)`` must see new numb
 recorded reshape/split whose target size changes, we look for an int attribute with the old
 value in the module that made the call (and its parents) and plan to set the new value.
 Where the Python call passed ``-1`` (or a size read from the tensor), nothing is needed.
-Execution re-traces the model afterwards, so anything missed is caught and rolled back.
+Exec checks the model with a forward afterwards, so anything missed is caught and rolled back.
 """
 
 from __future__ import annotations

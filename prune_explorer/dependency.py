@@ -5,7 +5,8 @@ PruningPlan listing every coupled layer with its mapped indices — the classic 
     plan = DG.get_pruning_plan(model.conv1, tp.prune_conv, idxs=[2, 6, 9])
     plan.exec()
 
-After ``exec`` the graph is re-traced, so the next plan sees the new channel counts.
+After ``exec`` the graph follows the model (projected from the plan, or traced again where
+Python-level sizes changed), so the next plan sees the new channel counts.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .plan import PruningPlan
 from .plan_builder import PlanBuilder, _classic_fn, _short
 from .propagation import Closure, Problem, close
 from .pruners import validate_indices
-from .tracing import model_fingerprint, trace
+from .tracing import model_fingerprint, trace, without_gc
 
 HISTORY_ATTR = "_prune_explorer_history"
 
@@ -46,11 +47,14 @@ class DependencyGraph(ClassicGraphAPI):
         self.example_inputs: Any = None
         self._graph: Graph | None = None
         self._dg: DimGraph | None = None
-        self._stale = False  # the model changed through exec; re-trace on next use
+        self._stale = False  # the model changed through exec; catch up on next use
+        self._pending = None  # the executed plan to project the graph with (see _follow)
         self.version = 0
         self._owners: dict[str, list[tuple[str, str]]] = {}
         self._param_name: dict[int, str] = {}
         self._executed: list[PruningPlan] = []
+        self._watch: _Watch | None = None  # what check_fresh compares, see _tensor_watch
+        self._modules_by_name: dict[str, nn.Module] = {}
 
     def __deepcopy__(self, memo):
         """A copy on a copy of the model, traced afresh (a graph refers to tensors by id)."""
@@ -64,6 +68,7 @@ class DependencyGraph(ClassicGraphAPI):
                                     fixed_outputs=getattr(self, "fixed_outputs", "primary"))
 
     # ---- building -----------------------------------------------------------------------------
+    @without_gc
     def build_dependency(self, model: nn.Module, example_inputs: Any = None,
                          pruning_dim: int | None = None, output_transform: Callable | None = None,
                          verbose: bool = True, fixed_outputs="primary",
@@ -97,27 +102,28 @@ class DependencyGraph(ClassicGraphAPI):
 
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
-                      getattr(self, "fixed_outputs", "primary"))
+                      getattr(self, "fixed_outputs", "primary"), is_known=self._prunes_itself)
         from .couplings import equal_split_pieces, shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
                              shared_size_dims(self.model, graph) + shape_provenance(graph)
                              + equal_split_pieces(self.model, graph))
         self._graph, self._dg = graph, dg
-        self._stale = False
+        self._stale, self._pending = False, None
         self.version += 1
         self._index_owners()
+        self._watch = None  # built by the first check_fresh that finds the model unchanged
 
     @property
     def graph(self) -> Graph | None:
-        """The traced graph (re-traced first if an executed plan changed the model)."""
+        """The traced graph, following the model (updated first if a plan was executed)."""
         if self._stale:
-            self._trace()
+            self._catch_up()
         return self._graph
 
     @property
     def dg(self) -> DimGraph | None:
         if self._stale:
-            self._trace()
+            self._catch_up()
         return self._dg
 
     def rebuild(self) -> "DependencyGraph":
@@ -127,24 +133,38 @@ class DependencyGraph(ClassicGraphAPI):
         return self
 
     def _index_owners(self) -> None:
-        self._param_name = {}
-        for n, p in self.model.named_parameters():
-            self._param_name.setdefault(id(p), n)
-        for n, b in self.model.named_buffers():
-            self._param_name.setdefault(id(b), n)
-        owners: dict[str, list[tuple[str, str]]] = {}
+        """One pass over the modules: each tensor's canonical name (the first it is reached
+        by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
+        self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
+        param_name: dict[int, str] = {}
+        buffer_name: dict[int, str] = {}
+        held: list[tuple[str, str, int]] = []
         for mname, m in self.model.named_modules():
-            for attr, t in list(m._parameters.items()) + list(m._buffers.items()):
-                if t is None:
-                    continue
-                canon = self._param_name.get(id(t))
-                if canon is not None:
-                    owners.setdefault(canon, []).append((mname, attr))
+            prefix = mname + "." if mname else ""
+            for attr, t in m._parameters.items():
+                if t is not None:
+                    param_name.setdefault(id(t), prefix + attr)
+                    held.append((mname, attr, id(t)))
+            for attr, t in m._buffers.items():
+                if t is not None:
+                    buffer_name.setdefault(id(t), prefix + attr)
+                    held.append((mname, attr, id(t)))
+        for k, v in buffer_name.items():
+            param_name.setdefault(k, v)
+        owners: dict[str, list[tuple[str, str]]] = {}
+        for mname, attr, tid in held:
+            owners.setdefault(param_name[tid], []).append((mname, attr))
+        self._param_name = param_name
         self._owners = owners
+
+    def _prunes_itself(self, module: nn.Module) -> bool:
+        """A layer whose sizes exec re-derives from its tensors (conv, linear, norms)."""
+        spec = self.registry.lookup(module)
+        return spec is not None and not spec.opaque and spec.out_fn is not None
 
     def _opaque_relations(self, graph: Graph):
         def for_node(node):
-            module = self.model.get_submodule(node.module) if node.module else None
+            module = self.submodule(node.module) if node.module else None
             spec = self.registry.lookup(module) if module is not None else None
             if spec is None or spec.relations is None:
                 return None
@@ -163,12 +183,12 @@ class DependencyGraph(ClassicGraphAPI):
             names = ", ".join(f"{n} ({op})" for n, op in list(bad.items())[:8])
             more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
             warnings.warn(f"prune_explorer does not know how channels flow through {names}"
-                          f"{more}; plans that reach them will be refused.", stacklevel=3)
+                          f"{more}; plans that reach them will be refused.", stacklevel=4)
         if self.graph.uncalled_modules and self.verbose:
             names = ", ".join(self.graph.uncalled_modules[:6])
             warnings.warn(f"these layers were not called with the example inputs and will not "
                           f"be pruned: {names}. Trace in the mode (train/eval) and with inputs "
-                          f"that reach them.", stacklevel=3)
+                          f"that reach them.", stacklevel=4)
 
     @property
     def unsupported(self) -> list[tuple[str, str]]:
@@ -194,8 +214,14 @@ class DependencyGraph(ClassicGraphAPI):
     def check_fresh(self) -> None:
         """Raise StaleGraphError if the model's tensors changed since the graph was traced."""
         self._require_built()
+        if self._stale:
+            self._catch_up()
+        if self._watch is not None and _unchanged(self._watch):
+            return
         now = model_fingerprint(self.model)
-        if now != self.graph.fingerprint:
+        if now == self.graph.fingerprint:
+            self._watch = _tensor_watch(self.model)
+        else:
             before = dict(self.graph.fingerprint)
             changed = [n for n, s in now if before.get(n) != s][:3] or [
                 n for n in before if n not in dict(now)][:3]
@@ -223,25 +249,30 @@ class DependencyGraph(ClassicGraphAPI):
     def spec_of(self, module: nn.Module) -> LayerSpec | None:
         return self.registry.lookup(module)
 
+    def submodule(self, name: str) -> nn.Module:
+        """The module called ``name`` ("" for the model), from a table built at tracing."""
+        m = self._modules_by_name.get(name)
+        return m if m is not None else (self.model.get_submodule(name) if name else self.model)
+
     def tensor(self, name: str) -> torch.Tensor:
+        """The parameter or buffer ``name`` (the one place scoring reads a weight)."""
         owner, _, attr = name.rpartition(".")
-        m = self.model.get_submodule(owner) if owner else self.model
+        m = self.submodule(owner)
         t = m._parameters.get(attr)
         return t if t is not None else m._buffers[attr]
 
-    def channel_scores(self, name: str, dim: int, strategy: str):
+    def channel_scores(self, name: str, dim: int, strategy: str, cache: dict | None = None):
         """Per-index importance of tensor ``name`` along ``dim`` for a strategy (None: the
         strategy does not score this tensor). Scoring reads weights here only, so a graph of
         a model that was never loaded (``plan_pretrained``) reads them from disk instead."""
         from .groups import slice_scores
-        owner = name.rpartition(".")[0]
-        module = self.model.get_submodule(owner) if owner else self.model
-        return slice_scores(strategy)(name, self.tensor(name), dim, module)
+        return slice_scores(strategy, cache)(name, self.tensor(name), dim,
+                                             self.submodule(name.rpartition(".")[0]))
 
     def root_vertex(self, module: nn.Module | str, side: str = "out") -> int:
         """The dim-graph vertex for a layer's output (or input) channels."""
         name = self.module_name(module)
-        m = self.model.get_submodule(name) if name else self.model
+        m = self.submodule(name)
         node = None
         if name in self.graph.module_nodes:
             node = self.graph.nodes[self.graph.module_nodes[name][0]]
@@ -299,6 +330,7 @@ class DependencyGraph(ClassicGraphAPI):
             for t in m._parameters.values() if t is not None)
 
     # ---- plans --------------------------------------------------------------------------------
+    @without_gc
     def get_pruning_plan(self, module: nn.Module | str, pruning_fn: Callable | str | None = None,
                          idxs: Iterable[int] = (), *, allow_output_change: bool | None = None,
                          strict: bool = True, policy: str = "cheapest") -> PruningPlan:
@@ -321,7 +353,7 @@ class DependencyGraph(ClassicGraphAPI):
         self.check_fresh()
         side = _side_of(pruning_fn)
         name = self.module_name(module)
-        m = self.model.get_submodule(name) if name else self.model
+        m = self.submodule(name)
         fn_name = _fn_name(pruning_fn, self.registry.lookup(m), m, side)
         try:
             root = self.root_vertex(name, side)
@@ -344,6 +376,7 @@ class DependencyGraph(ClassicGraphAPI):
             warn_output_change(name, output_changes(self.dg, cl))
         return plan
 
+    @without_gc
     def groups(self, ignored_layers: Iterable = (), policy: str = "heads") -> list:
         """Every group of coupled layers, in graph order: its root layer, kind ("residual",
         "heads" or "channels"), channel count, prunable units and member layers — or the
@@ -368,11 +401,16 @@ class DependencyGraph(ClassicGraphAPI):
             [int(i) for v in seeds for i in seeds[v]][:100000], groups)
 
     # ---- execution ----------------------------------------------------------------------------
+    @without_gc
     def execute(self, plan: PruningPlan, verify: bool | str = "auto") -> int:
-        """Exec a plan transactionally. ``verify``: re-trace at once to check the model still
-        runs (True), never (False), or when the plan changes Python-level sizes or runs user
-        prune code ("auto"); otherwise the graph is re-traced lazily on next use."""
-        from .execution import apply_actions, record_history, Snapshot
+        """Exec a plan transactionally. After the surgery one forward on the stored example
+        inputs (heavy ops shape-only, see ``verify.py``) checks that the model runs and that
+        its outputs have the predicted shapes; on failure the model is restored bit for bit
+        and ``PlanExecutionError`` names the layer. ``verify=False`` skips that check (the
+        caller takes the risk). The graph then follows the model: updated in place from the
+        plan, or traced again on next use where Python-level sizes changed."""
+        from .execution import Snapshot, apply_actions, record_history
+        from .verify import check_model_runs, leaf_shortcuts
         self._require_built()
         if plan.executed:
             raise PlanExecutionError("this plan was already executed; compute a new plan")
@@ -385,36 +423,70 @@ class DependencyGraph(ClassicGraphAPI):
             raise StaleGraphError("this plan was computed before the model last changed; "
                                   "compute it again with DG.get_pruning_plan(...)")
         self.check_fresh()
-        if verify == "auto":
-            verify = getattr(plan, "needs_verification", True)
         snap = Snapshot(self.model, plan.actions, self)
         traced = (self._graph, self._dg, self.version, self._param_name, self._owners)
+        new_shapes = getattr(plan, "_new_shapes", {})
         try:
             apply_actions(self.model, plan.actions, self.registry)
             if verify:
-                self._trace()
+                graph, a = self._graph, plan.actions
+                expected = [new_shapes.get(v, graph.values[v].shape) for v in graph.outputs]
+                changed = {name.rpartition(".")[0] for name, _d, _i in a.cuts} | set(a.sync) | {
+                    m for m, _a, _n in a.counts} | {m for m, _s in a.opaque} | {
+                    m for m, _a, _o, _n in a.ints}
+                shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed)
+                check_model_runs(self.model, self.example_inputs, expected, shortcuts)
         except Exception as exc:
             snap.restore()
             # the model is bit-identical to the one traced before: keep that graph, so plans
             # and groups computed on it (prune_model's retries) stay valid
             self._graph, self._dg, self.version, self._param_name, self._owners = traced
-            self._stale = False
+            self._stale, self._pending = False, None
             where = exc.args[0] if isinstance(exc, TracingError) and exc.args else repr(exc)
             raise PlanExecutionError(
                 f"executing the plan rooted at {plan.root} failed and the model was restored "
                 f"unchanged: {where}") from exc
-        if not verify:
-            self.version += 1  # plans of the old graph are stale from now on
-            self._stale = True
+        self._follow(plan, new_shapes)
+        # exec changed the shapes of the tensors it cut, and nothing else a plan can see
+        # (opaque layers may replace their own tensors: those are watched afresh)
+        self._watch = None if plan.actions.opaque or self._watch is None else \
+            self._watch.reshaped()
         plan.executed = True
         plan._snapshot = snap
+        plan._traced = traced
         record_history(self.model, plan)
         self._executed.append(plan)
         return plan.params_removed
 
+    def _follow(self, plan: PruningPlan, new_shapes) -> None:
+        """The graph no longer describes the model: it is brought up to date on next use,
+        projected from this plan where that is exact, else traced again."""
+        self.version += 1  # plans of the old graph are stale from now on
+        self._stale = True
+        closure = getattr(plan, "_closure", None)
+        self._pending = None if closure is None else (
+            closure, new_shapes, plan.actions, getattr(plan, "suspect_nodes", ()))
+
+    def _catch_up(self) -> None:
+        from .graph_update import project
+        pending, self._pending = self._pending, None
+        updated = None
+        if pending is not None:
+            try:
+                updated = project(self._graph, self._dg, *pending)
+            except Exception:  # never trust a half-done projection: trace again instead
+                updated = None
+        if updated is None:
+            version = self.version
+            self._trace()
+            self.version = version  # nothing changed since the exec that bumped it
+        else:
+            self._graph, self._dg = updated
+            self._stale = False
+
     def undo(self, plan: PruningPlan | None = None) -> PruningPlan:
         """Undo the last executed plan (or check that ``plan`` is it): the model gets back its
-        exact previous tensors and attributes, and the graph is re-traced."""
+        exact previous tensors and attributes, and the graph it had then."""
         from .execution import HISTORY_ATTR
         self._require_built()
         if not self._executed:
@@ -428,8 +500,53 @@ class DependencyGraph(ClassicGraphAPI):
             history.pop()
         self._executed.pop()
         last.executed = False
-        self._trace()
+        graph, dg, _version, self._param_name, self._owners = last._traced
+        self._graph, self._dg, self._stale, self._pending = graph, dg, False, None
+        self._watch = None
+        self.version += 1  # plans made after the exec no longer fit
         return last
+
+
+class _Watch:
+    """The model's structure and tensors as they are now: each module's child, parameter and
+    buffer dicts (with their sizes), which object each entry holds, and each tensor's shape.
+    Comparing takes identity checks only; the fingerprint explains a difference."""
+
+    __slots__ = ("sizes", "items", "shapes")
+
+    def __init__(self, sizes, items, shapes):
+        self.sizes, self.items, self.shapes = sizes, items, shapes
+
+    def reshaped(self) -> "_Watch":
+        """The same watch after exec changed tensor shapes (and nothing else)."""
+        return _Watch(self.sizes, self.items, [(t, t.shape) for t, _s in self.shapes])
+
+
+def _tensor_watch(model: nn.Module) -> _Watch:
+    sizes, items, shapes = [], [], []
+    for m in model.modules():
+        for d in (m._modules, m._parameters, m._buffers):
+            sizes.append((d, len(d)))
+            for k, v in d.items():
+                items.append((d, k, v))
+        for d in (m._parameters, m._buffers):
+            for v in d.values():
+                if v is not None:
+                    shapes.append((v, v.shape))
+    return _Watch(sizes, items, shapes)
+
+
+def _unchanged(watch: _Watch) -> bool:
+    for d, n in watch.sizes:
+        if len(d) != n:
+            return False
+    for d, k, v in watch.items:
+        if d.get(k) is not v:
+            return False
+    for t, shape in watch.shapes:
+        if t.shape != shape:
+            return False
+    return True
 
 
 def _side_of(pruning_fn) -> str:

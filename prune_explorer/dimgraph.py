@@ -98,20 +98,26 @@ class DimGraph:
             self.virtuals[vid] = Virtual(node.id, node.module, key[-1], attr, fixed, handler)
         return vid
 
-    def _touch(self, v: int, ctx: RuleContext, owner_cover=None) -> None:
-        key = self.key[v]
-        if key[0] == "virtual":
+    def _touch(self, v: int, ctx: RuleContext, owner=None, side_a: bool = False) -> None:
+        """Record that the call handles ``v`` (an input dim it follows) or produces it (and
+        which of its entries: those an owner map covers)."""
+        value = self.key[v][0]
+        if value == "virtual":
             return
-        value = key[0]
         if value in ctx._inputs:
-            self.handled.setdefault(v, set()).add(ctx.key)
-        if value in ctx._outputs:
-            if owner_cover is None:
-                self.cover[v] = True
+            h = self.handled.get(v)
+            if h is None:
+                self.handled[v] = {ctx.key}
             else:
-                prev = self.cover.get(v)
-                if prev is not True:
-                    self.cover[v] = owner_cover if prev is None else (prev | owner_cover)
+                h.add(ctx.key)
+        if value in ctx._outputs:
+            if owner is None:
+                self.cover[v] = True
+                return
+            prev = self.cover.get(v)
+            if prev is not True:
+                mask = _a_cover(owner) if side_a else owner.covered()
+                self.cover[v] = mask if prev is None else (prev | mask)
 
     def add_map(self, a: int, b: int, owner, ctx: RuleContext, why: str) -> None:
         if owner is not None and owner.owner is None:
@@ -121,8 +127,8 @@ class DimGraph:
         self.adj[a].append(ri)
         if b != a:
             self.adj[b].append(ri)
-        self._touch(a, ctx, None if owner is None else _a_cover(owner))
-        self._touch(b, ctx, None if owner is None else owner.covered())
+        self._touch(a, ctx, owner, True)
+        self._touch(b, ctx, owner, False)
 
     def add_block(self, left: list[int], right: list[int], ctx: RuleContext, why: str) -> None:
         if im.product_size([self.size[v] for v in left]) != im.product_size(
@@ -278,7 +284,7 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
             continue
         for ci, call in enumerate(node.calls):
             key = (node.id, ci)
-            ins = set(call.tensor_args())
+            ins = _tensor_args(call)
             outs = {o for o in call.outputs if o is not None}
             for v in ins:
                 dg.readers.setdefault(v, []).append(key)
@@ -303,6 +309,34 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
             _add_coupling(dg, coupling, comp)
     dg.compute_fixed()
     return dg
+
+
+def _tensor_args(call) -> set[int]:
+    """The value ids a call reads (``Call.tensor_args`` without a generator per arg)."""
+    found = set()
+    for a in call.args:
+        t = type(a)
+        if t is Ref:
+            found.add(a.value)
+        elif t is list or t is tuple:
+            for x in a:
+                if type(x) is Ref:
+                    found.add(x.value)
+                elif type(x) in (list, tuple):
+                    found.update(_tensor_args_of(x))
+    if call.kwargs:
+        found.update(_tensor_args_of(tuple(call.kwargs.values())))
+    return found
+
+
+def _tensor_args_of(items) -> set[int]:
+    out = set()
+    for x in items:
+        if type(x) is Ref:
+            out.add(x.value)
+        elif isinstance(x, (list, tuple)):
+            out.update(_tensor_args_of(x))
+    return out
 
 
 def _absorb_dead_ends(dg: DimGraph) -> None:

@@ -23,15 +23,32 @@ if TYPE_CHECKING:  # pragma: no cover
 HISTORY_ATTR = "_prune_explorer_history"
 
 
+class _Modules:
+    """name -> module of one model, built once (``get_submodule`` walks the path each call)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._by_name: dict[str, nn.Module] | None = None
+
+    def module(self, name: str) -> nn.Module:
+        if self._by_name is None:
+            self._by_name = dict(self.model.named_modules(remove_duplicate=False))
+        m = self._by_name.get(name)
+        return m if m is not None else self.model.get_submodule(name)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        owner, _, attr = name.rpartition(".")
+        m = self.module(owner)
+        t = m._parameters.get(attr)
+        if t is None:
+            t = m._buffers.get(attr)
+        if t is None:
+            raise KeyError(f"{name} is not a parameter or buffer of the model")
+        return t
+
+
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:
-    owner, _, attr = name.rpartition(".")
-    m = model.get_submodule(owner) if owner else model
-    t = m._parameters.get(attr)
-    if t is None:
-        t = m._buffers.get(attr)
-    if t is None:
-        raise KeyError(f"{name} is not a parameter or buffer of the model")
-    return t
+    return _Modules(model).tensor(name)
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
@@ -53,28 +70,35 @@ class Snapshot:
         self.model = model
         self.tensors = []
         seen = set()
-        modules = set(actions.sync) | {m for m, _a, _n in actions.counts} | {
-            m for m, _a, _o, _n in actions.ints} | {m for m, _s in actions.opaque}
+        mods = _Modules(model)
         for name, _dim, _idx in actions.cuts:
-            t = _tensor(model, name)
+            t = mods.tensor(name)
             if id(t) not in seen:
                 seen.add(id(t))
                 self.tensors.append((t, t.data, t.grad if isinstance(t, nn.Parameter) else None))
         for mname, _s in actions.opaque:
-            m = _module(model, mname)
+            m = mods.module(mname)
             for t in list(m.parameters()) + list(m.buffers()):
                 if id(t) not in seen:
                     seen.add(id(t))
                     self.tensors.append((t, t.data, t.grad if isinstance(t, nn.Parameter) else None))
         self.dotted = []  # (object, attr, value) for updates reaching past a module (config.x)
         for mname, attr, _old, _new in actions.ints:
-            obj, name = _owner_of(_module(model, mname), attr)
+            obj, name = _owner_of(mods.module(mname), attr)
             self.dotted.append((obj, name, getattr(obj, name)))
+        # sync and counts set size attributes of the layer itself; an opaque layer's own prune
+        # code may touch anything below it
+        own = set(actions.sync) | {m for m, _a, _n in actions.counts}
+        whole = {m for m, _s in actions.opaque}
         self.attrs = []
-        for mname in modules:
-            m = _module(model, mname)
-            for sub in m.modules():
-                state = {k: v for k, v in sub.__dict__.items() if not k.startswith("_")}
+        done = set()
+        for mname in list(own) + list(whole):
+            m = mods.module(mname)
+            for sub in (m.modules() if mname in whole else (m,)):
+                if id(sub) in done:
+                    continue
+                done.add(id(sub))
+                state = {k: v for k, v in sub.__dict__.items() if k[0] != "_"}
                 self.attrs.append((sub, state, dict(sub._parameters), dict(sub._buffers)))
 
     def restore(self) -> None:
@@ -96,20 +120,21 @@ class Snapshot:
 
 def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry") -> None:
     """Perform a plan's actions on ``model`` (no validation, no rollback: see ``execute``)."""
+    mods = _Modules(model)
     for name, dim, idxs in actions.cuts:
-        prune_tensor(_tensor(model, name), dim, idxs)
+        prune_tensor(mods.tensor(name), dim, idxs)
     for mname, attr, removed in actions.counts:
-        m = _module(model, mname)
+        m = mods.module(mname)
         setattr(m, attr, getattr(m, attr) - removed)
     for mname, sets in actions.opaque:
-        m = _module(model, mname)
+        m = mods.module(mname)
         spec = registry.lookup(m)
         spec.prune(m, sets, False)
     for mname, attr, _old, new in actions.ints:
-        obj, name = _owner_of(_module(model, mname), attr)
+        obj, name = _owner_of(mods.module(mname), attr)
         setattr(obj, name, new)
     for mname in actions.sync:
-        sync_layer(_module(model, mname))
+        sync_layer(mods.module(mname))
     for cache in cache_dicts(model):  # cached tensors have the old shapes
         cache.clear()
 

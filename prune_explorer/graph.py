@@ -127,6 +127,15 @@ class Graph:
     # (module, value, dim, num, den): the module's code found size(value, dim) * num / den
     # equal to a plain int (``assert x.shape[1] == self.channels``)
     shape_checks: tuple = ()
+    # derived data computed on first use (value shapes, MACs per node); never compared
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def shapes(self) -> dict[int, tuple[int, ...]]:
+        """value id -> shape (computed once)."""
+        out = self.memo.get("shapes")
+        if out is None:
+            out = self.memo["shapes"] = {vid: v.shape for vid, v in self.values.items()}
+        return out
 
     @property
     def fixed_outputs(self) -> tuple[int, ...]:

@@ -91,7 +91,7 @@ def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
                             f"{type(item).__name__}")
         name = dg.module_name(item)
         names.add(name)
-        m = dg.model.get_submodule(name) if name else dg.model
+        m = dg.submodule(name)
         names.update(f"{name}.{n}" if name else n for n, _ in m.named_modules() if n)
     return names
 
@@ -106,7 +106,7 @@ def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: st
     ignored = _ignored_names(dg, ignored_layers)
     ignored_out = set()
     for name in ignored:
-        m = dg.model.get_submodule(name) if name else dg.model
+        m = dg.submodule(name)
         spec = dg.registry.lookup(m)
         if spec is not None and spec.coupled(m) and name not in _top(ignored):
             continue  # a norm inside an ignored head produces no channels of its own
@@ -309,7 +309,7 @@ def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
     G = dg.dg
     first = close(G, {group.vertex: np.array([0], dtype=im.INDEX)}, policy=policy)
     if not first.expanded and first.pruned(group.vertex).tolist() == [0] and not _repeats(first):
-        units = [np.array([i], dtype=im.INDEX) for i in range(group.size)]
+        units = list(np.arange(group.size, dtype=im.INDEX).reshape(-1, 1))
         return (units, None) if with_touched else units
     remaining = np.ones(group.size, dtype=bool)
     units = []
@@ -346,8 +346,9 @@ def _repeats(cl: Closure) -> bool:
 ScoreFn = Callable[[str, torch.Tensor, int, nn.Module], np.ndarray | None]
 
 
-def slice_scores(kind: str) -> ScoreFn:
-    """Per-index score of a tensor along a dim, for one strategy."""
+def slice_scores(kind: str, cache: dict | None = None) -> ScoreFn:
+    """Per-index score of a tensor along a dim, for one strategy. With a ``cache``, a weight's
+    rows and columns are scored from one ``abs`` (or square) of it."""
 
     def dim_sum(a, dim):
         # two contiguous reductions (leading dims first, then each channel's block) are
@@ -360,18 +361,34 @@ def slice_scores(kind: str) -> ScoreFn:
             before *= d
         return a.reshape(before, -1).sum(0).reshape(c, -1).sum(1)
 
-    def powered_norm(t, dim, p):
-        """sum |t|^p over every dim but ``dim``: L1 for p=1, squared L2 for p=2."""
+    def powered_norm(name, t, dim, p):
+        """sum |t|^p over every dim but ``dim``: L1 for p=1, squared L2 for p=2. A weight's
+        two sides (rows and columns) come from one pass over it, kept in ``cache``."""
+        key = (name, "sides", p)
+        sides = cache.get(key) if cache is not None else None
+        if sides is not None and dim in sides:
+            return sides[dim]
         with torch.no_grad():
-            a = t.detach().float()
-            a = a.abs() if p == 1 else a * a
-            return dim_sum(a, dim).numpy()
+            w = t.detach().float()
+            if cache is None or w.dim() < 2 or dim > 1:
+                a = w.abs() if p == 1 else w * w
+                return dim_sum(a, dim).numpy()
+            # |w| (or w^2) into one reused buffer: a fresh 100 MB temporary per weight costs
+            # page faults worth a quarter of the scoring
+            scratch = cache.get("_scratch")
+            if scratch is None or scratch.numel() < w.numel() or scratch.dtype != w.dtype:
+                scratch = cache["_scratch"] = torch.empty(w.numel(), dtype=w.dtype)
+            a = scratch[:w.numel()].view(w.shape)
+            torch.abs(w, out=a) if p == 1 else torch.mul(w, w, out=a)
+            sides = {0: dim_sum(a, 0).numpy(), 1: dim_sum(a, 1).numpy()}
+        cache[key] = sides
+        return sides[dim]
 
     def l1(name, t, dim, module):
-        return powered_norm(t, dim, 1)
+        return powered_norm(name, t, dim, 1)
 
     def l2(name, t, dim, module):
-        return powered_norm(t, dim, 2)
+        return powered_norm(name, t, dim, 2)
 
     def bn_scale(name, t, dim, module):
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)) \
@@ -428,7 +445,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
         if cache is not None and ckey in cache:
             s = cache[ckey]
         else:
-            s = dg.channel_scores(val.name, key[1], strategy)
+            s = dg.channel_scores(val.name, key[1], strategy, cache)
             if s is not None:
                 s = np.asarray(s, dtype=float)
             if cache is not None:

@@ -19,6 +19,9 @@ try:
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
 except Exception:  # pragma: no cover
     _FLOP_REGISTRY = {}
+# the packets that do multiply-accumulates: PyTorch's FLOP formulas, and the ones fast_macs knows
+MAC_OPS = frozenset({getattr(p, "__name__", str(p)) for p in _FLOP_REGISTRY} | {
+    "convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"})
 
 
 def count_params(model: nn.Module) -> int:
@@ -27,8 +30,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def node_macs(graph: Graph) -> dict[str, int]:
-    """MACs of every node, as traced."""
-    return {nid: sum(c.macs for c in n.calls) for nid, n in graph.nodes.items()}
+    """MACs of every node, as traced (kept with the graph after the first call)."""
+    memo = graph.memo.get("node_macs")
+    if memo is None:
+        memo = graph.memo["node_macs"] = {
+            nid: sum(c.macs for c in n.calls) for nid, n in graph.nodes.items()}
+    return memo
 
 
 def total_macs(graph: Graph, opaque_macs: Callable | None = None) -> int:
@@ -115,9 +122,10 @@ def call_macs(call: Call, shapes: dict[int, tuple[int, ...]]) -> int:
 def predicted_node_macs(graph: Graph, shapes: dict[int, tuple[int, ...]],
                         nodes: list[str]) -> dict[str, int]:
     """MACs of ``nodes`` once their tensors have ``shapes`` (others as traced)."""
-    full = {vid: v.shape for vid, v in graph.values.items()}
+    full = dict(graph.shapes())
     full.update(shapes)
-    return {nid: sum(call_macs(c, full) if c.macs else 0 for c in graph.nodes[nid].calls)
+    return {nid: sum(call_macs(c, full) if c.packet in MAC_OPS else 0
+                     for c in graph.nodes[nid].calls)
             for nid in nodes}
 
 

@@ -11,6 +11,7 @@ Elementwise ops need no entry: PyTorch tags them ``torch.Tag.pointwise``.
 
 from __future__ import annotations
 
+from math import prod
 from typing import Callable
 
 import numpy as np
@@ -366,7 +367,7 @@ def _unbind(ctx: RuleContext) -> None:
 @rule("cat", "concat", "concatenate")
 def _cat(ctx: RuleContext) -> None:
     tensors = [t for t in ctx.arg(0, "tensors") if isinstance(t, Ref)]
-    tensors = [t for t in tensors if np.prod(ctx.shape(t)) > 0 or len(ctx.shape(t)) > 1]
+    tensors = [t for t in tensors if len(ctx.shape(t)) > 1 or prod(ctx.shape(t)) > 0]
     dst = ctx.out(0)
     oshape = ctx.shape(dst)
     n = len(oshape)

@@ -132,10 +132,11 @@ class PruningPlan:
         return [(s, s.idxs) for s in self.steps]
 
     def exec(self, dry_run: bool = False, verify: bool | str = "auto") -> int:
-        """Prune the model. Returns the number of parameters removed. On any failure the model
-        is restored exactly and ``PlanExecutionError`` is raised. ``verify="auto"`` re-traces
-        the model at once only when the plan changes sizes the Python code uses; pure tensor
-        surgery is checked lazily, when the graph is next used."""
+        """Prune the model. Returns the number of parameters removed. After the surgery one
+        forward on the example inputs (heavy ops shape-only) checks that the model runs and
+        that its outputs have the predicted shapes; on any failure the model is restored
+        exactly and ``PlanExecutionError`` names the layer. ``verify=False`` skips the check
+        (at the caller's risk); ``"auto"`` and ``True`` check."""
         if dry_run:
             return self.params_removed
         if self.is_noop and not self.problems:  # idxs=[]: nothing to change, nothing to record

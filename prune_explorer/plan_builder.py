@@ -72,7 +72,7 @@ class PlanBuilder:
                     # a layer's own attribute; for a call inside a non-leaf module (a conv
                     # under a weight-norm parametrization) the attribute of that module
                     owner = vi.module if vi.module is not None else node.scope
-                    m = G.model.get_submodule(owner)
+                    m = G.submodule(owner)
                     if getattr(m, vi.attr, None) == dg.size[v]:
                         counts[(owner, vi.attr)] = n
                     else:
@@ -115,7 +115,7 @@ class PlanBuilder:
         after = predicted_node_macs(graph, shapes, sorted(layer_nodes))
         macs_gone = {nid: before.get(nid, 0) - after.get(nid, 0) for nid in after}
         for mod, sets in opaque.items():
-            m = G.model.get_submodule(mod)
+            m = G.submodule(mod)
             spec = G.registry.lookup(m)
             if spec.macs is not None:
                 for nid in graph.module_nodes.get(mod, ()):
@@ -130,7 +130,7 @@ class PlanBuilder:
                 total_params += removed_numel(t.shape, {d: len(i) for d, i in dims.items()})
         opaque_params = {}
         for mod, sets in opaque.items():
-            m = G.model.get_submodule(mod)
+            m = G.submodule(mod)
             opaque_params[mod] = G.registry.lookup(m).prune(m, sets, True)
             total_params += opaque_params[mod]
 
@@ -144,8 +144,7 @@ class PlanBuilder:
             return cl.pruned(v) if v is not None else np.zeros(0, dtype=im.INDEX)
 
         def knows_layer(name: str) -> bool:
-            spec = G.registry.lookup(G.model.get_submodule(name))
-            return spec is not None and not spec.opaque and spec.out_fn is not None
+            return G._prunes_itself(G.submodule(name))
 
         actions.ints, suspects = infer_int_updates(
             G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of, knows_layer)
@@ -170,12 +169,9 @@ class PlanBuilder:
         plan._version = G.version
         plan._closure = cl
         plan.suspect_nodes = suspects
-        # exec re-traces at once (and rolls back on failure) when Python-level sizes are
-        # involved or user code runs; a plan of pure tensor surgery is correct by construction
-        read = graph.shape_reads
-        plan.needs_verification = bool(actions.ints or suspects or actions.opaque) or any(
-            (value, dim) in read for value, shape in new_shapes.items()
-            for dim, n in enumerate(shape) if n != graph.values[value].shape[dim])
+        # the shapes exec leaves: its check forward compares the outputs with them, and the
+        # graph is updated to them without tracing again (see graph_update)
+        plan._new_shapes = shapes
         plan.touched_nodes = set(touched_nodes) | layer_nodes
         return plan
 
@@ -189,7 +185,7 @@ class PlanBuilder:
             node = graph.nodes[nid]
             if not node.module or node.call_index:
                 continue
-            m = G.model.get_submodule(node.module)
+            m = G.submodule(node.module)
             spec = G.registry.lookup(m)
             if spec is None or spec.size_attrs is None or any(
                     t is not None for t in m._parameters.values()):
@@ -205,7 +201,7 @@ class PlanBuilder:
     def _module_side(self, mod: str, attr: str, dim: int) -> tuple:
         G = self.G
         try:
-            m = G.model.get_submodule(mod) if mod else G.model
+            m = G.submodule(mod)
         except AttributeError:
             return ("param", mod, "param")
         spec = G.registry.lookup(m)
@@ -252,7 +248,7 @@ class PlanBuilder:
                 fn, module_repr = "prune_parameter", f"Parameter{list(t.shape)}"
                 params = self._step_params(s["cuts"], cuts, counted)
             else:
-                m = G.model.get_submodule(target) if target else G.model
+                m = G.submodule(target)
                 spec = G.registry.lookup(m)
                 nodes = tuple(graph.module_nodes.get(target, ()))
                 for tname, _d in s["cuts"]:

@@ -138,7 +138,7 @@ class PretrainedGraph(DependencyGraph):
         with self.mode:
             return super().execute(plan, verify)
 
-    def channel_scores(self, name: str, dim: int, strategy: str):
+    def channel_scores(self, name: str, dim: int, strategy: str, cache: dict | None = None):
         if strategy == "taylor":
             raise InvalidAmountError("strategy='taylor' needs gradients of the loaded model; "
                                      "use 'wanda' (activations from calibration batches) or a "

@@ -81,4 +81,4 @@ def warn_output_change(root: str, changes: list[str]) -> None:
         warnings.warn(
             f"pruning {root} changes the model's output shape: {'; '.join(changes[:4])}. "
             f"Code that reads the output must expect the new size; pass "
-            f"allow_output_change=False to refuse such plans", UserWarning, stacklevel=3)
+            f"allow_output_change=False to refuse such plans", UserWarning, stacklevel=4)

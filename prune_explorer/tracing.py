@@ -3,7 +3,9 @@
 Every ATen op is recorded with its exact arguments (split sizes, view targets, dims) through a
 ``TorchDispatchMode``; a ``TorchFunctionMode`` names them after the Python call the user wrote
 (``flatten``, ``chunk``, ``matmul``), and forward hooks group them into layer nodes. Nothing is
-guessed from autograd: the index maps later read the recorded arguments and shapes.
+guessed from autograd: the index maps later read the recorded arguments and shapes. The heavy
+ops only produce shapes (``shape_only.py``) unless the model's code reads their values; then
+the forward is traced again with real values, so the graph is the same either way.
 
 The trace runs under ``torch.no_grad()``, leaves train/eval mode alone (so branches that only
 run in training are traced when the model is in training), restores buffers (BatchNorm running
@@ -13,9 +15,11 @@ statistics) and the RNG state afterwards, and removes its hooks in ``finally``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import itertools
-from contextlib import ExitStack
+import weakref
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable
 
 import torch
@@ -23,6 +27,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import shape_only as _so
 from .errors import TracingError
 from .traced_ints import SHAPE_CHECKS, TracedInt, provenance_of
 from .graph import (
@@ -42,16 +47,8 @@ from .graph import (
     Value,
 )
 
-from .metrics import fast_macs
 from .module_state import restore_python_state, save_python_state
 from .outputs import fixed_tensors, tensor_paths
-
-try:  # FLOP formulas PyTorch ships, for the MAC ops fast_macs does not cover
-    from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
-except Exception:  # pragma: no cover - very old torch
-    _FLOP_REGISTRY = {}
-_MAC_OPS = {getattr(p, "__name__", str(p)) for p in _FLOP_REGISTRY} | {
-    "convolution", "_convolution", "mm", "addmm", "bmm", "baddbmm"}
 
 # Python-level functions that only read metadata: never worth a frame.
 _METADATA_FUNCS = {"__get__", "size", "dim", "numel", "is_contiguous", "_set_grad_enabled", "stride",
@@ -137,12 +134,14 @@ def _tensor_names(modules) -> tuple[dict[int, str], dict[int, str]]:
     return params, buffers
 
 
-def _shape_of(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
+_DTYPE_NAMES: dict = {}
 
 
 def _dtype_of(t: torch.Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
+    name = _DTYPE_NAMES.get(t.dtype)
+    if name is None:
+        name = _DTYPE_NAMES[t.dtype] = str(t.dtype).replace("torch.", "")
+    return name
 
 
 class _Frame:
@@ -171,12 +170,19 @@ class _Frame:
 
 class _Recorder:
     def __init__(self, model: nn.Module, is_opaque: Callable[[nn.Module], bool],
-                 modules: list[tuple[str, nn.Module]]):
+                 modules: list[tuple[str, nn.Module]], shape_only: bool = False,
+                 is_known: Callable[[nn.Module], bool] | None = None):
         self.model = model
+        # heavy ops return placeholders (see shape_only.py); None: everything runs for real
+        self.so = _so.Run() if shape_only else None
         self.module_names = {id(m): n for n, m in modules}
         self.param_names, self.buffer_names = _tensor_names(modules)
         self.is_opaque = is_opaque
         self.leaf_kind: dict[int, str | None] = {}
+        # layers the registry prunes itself (conv, linear, norms): the Python ints and sizes
+        # their forward passes to torch are the layer's own business, re-derived after exec
+        self.known_leaves: set[int] = set()
+        self.in_known_leaf = False
         for name, m in modules:
             has_children = bool(m._modules)
             if is_opaque(m):
@@ -184,11 +190,15 @@ class _Recorder:
             elif not has_children:
                 has_params = next(iter(m.parameters(recurse=False)), None) is not None
                 self.leaf_kind[id(m)] = NODE_LAYER if has_params else NODE_OP
+                if is_known is not None and is_known(m):
+                    self.known_leaves.add(id(m))
             else:
                 self.leaf_kind[id(m)] = None
         self.values: dict[int, Value] = {}
-        self.tensor_ids: dict[int, int] = {}  # id(tensor) -> value id
-        self.keepalive: list[torch.Tensor] = []  # so that id() values are never reused
+        # id(tensor) -> (value id, weak reference or None): activations are not kept alive
+        # (holding every activation of a forward costs page faults worth a third of it), so
+        # an id is trusted only while its weak reference still points at the same tensor
+        self.tensor_ids: dict[int, tuple[int, Any]] = {}
         self.nodes: dict[str, Node] = {}
         self.used_ids: set[str] = set()
         self.module_calls: dict[str, list[str]] = {}
@@ -209,13 +219,19 @@ class _Recorder:
                   producer: str | None = None) -> int:
         vid = self.next_value
         self.next_value += 1
-        self.values[vid] = Value(vid, _shape_of(t), _dtype_of(t), kind, name, producer)
-        self.tensor_ids[id(t)] = vid
-        self.keepalive.append(t)
+        self.values[vid] = Value(vid, tuple(t.shape), _dtype_of(t), kind, name, producer)
+        self.tensor_ids[id(t)] = (vid, None if kind in _PERSISTENT else weakref.ref(t))
         return vid
 
+    def known(self, t: torch.Tensor) -> int | None:
+        """The value id of a tensor seen before, if it is still that tensor."""
+        e = self.tensor_ids.get(id(t))
+        if e is not None and (e[1] is None or e[1]() is t):
+            return e[0]
+        return None
+
     def value_of(self, t: torch.Tensor) -> int:
-        vid = self.tensor_ids.get(id(t))
+        vid = self.known(t)
         if vid is not None:
             return vid
         if id(t) in self.param_names:
@@ -268,6 +284,7 @@ class _Recorder:
                        type(module).__name__, self.scope, module=name,
                        opaque=(kind == "opaque"), call_index=k)
         frame.node_id = node_id
+        self.in_known_leaf = id(module) in self.known_leaves
         self.module_calls.setdefault(name, []).append(node_id)
         if frame.opaque:  # its inputs are read in post_hook, which also sees kwargs
             self.opaque_depth += 1
@@ -287,6 +304,7 @@ class _Recorder:
         self.leaf_depth -= 1
         if self.leaf_depth:
             return None
+        self.in_known_leaf = False
         frame = self.frames.pop()
         if frame.opaque:
             self.opaque_depth -= 1
@@ -314,10 +332,9 @@ class _Recorder:
         return None
 
     # ---- torch-level calls --------------------------------------------------------------
-    def enter_fn(self, func) -> _Frame | None:
+    def enter_fn(self, name: str) -> _Frame | None:
         if self.leaf_depth or self.fn_depth:
             return None
-        name = getattr(func, "__name__", None) or str(func)
         if name in _METADATA_FUNCS:
             return None
         name = _DUNDER_NAMES.get(name, name)
@@ -337,68 +354,57 @@ class _Recorder:
     def on_aten(self, func, args, kwargs, out) -> None:
         if self.opaque_depth:
             return
-        frame = self.frames[-1] if self.frames else None
+        frames = self.frames
+        frame = frames[-1] if frames else None
         standalone = frame is None
+        info = _so.op(func)
         if standalone:
-            name = str(func.overloadpacket.__name__)
-            frame = _Frame(NODE_OP, name, name, self.scope)
+            frame = _Frame(NODE_OP, info.packet, info.packet, self.scope)
         if frame.node_id is None:
             base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
             frame.node_id = self.unique_id(base)
-
-        seen = frame.seen
-
-        def to_ref(x):
-            t = type(x)
-            if t in _PLAIN:
-                return x
-            if isinstance(x, torch.Tensor):
-                v = self.value_of(x)
-                if v not in seen:
-                    seen.add(v)
-                    frame.inputs.append(v)
-                return Ref(v)
-            if t is list or t is tuple:
-                if all(type(i) in _PLAIN for i in x):
-                    return x if t is tuple else list(x)
-                return t(to_ref(i) for i in x)
-            if isinstance(x, (list, tuple)):
-                return tuple(to_ref(i) for i in x)
-            if isinstance(x, _META_TYPES):
-                return str(x)
-            return x
-
-        rargs = tuple(to_ref(a) for a in args)
-        rkwargs = {k: to_ref(v) for k, v in kwargs.items()} if kwargs else {}
-        outs = []
-        out_tensors = [out] if isinstance(out, torch.Tensor) else list(_flat_tensors(out))
-        for t in out_tensors:
+        rargs = tuple([self._ref(a, frame) for a in args])
+        rkwargs = {k: self._ref(v, frame) for k, v in kwargs.items()} if kwargs else {}
+        if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
             # an in-place op returns its input: record a new version of that value
-            vid = self.new_value(t, ACTIVATION, producer=frame.node_id)
-            outs.append(vid)
+            vid = self.new_value(out, ACTIVATION, producer=frame.node_id)
             frame.produced.append(vid)
-            seen.add(vid)
-        macs = 0
-        packet = _PACKET_NAMES.get(func)
-        if packet is None:
-            packet = _PACKET_NAMES[func] = func.overloadpacket.__name__
-            _OP_NAMES[func] = str(func)
-        if packet in _MAC_OPS:
-            try:
-                macs = fast_macs(packet, args, _shape_or_value,
-                                 [tuple(t.shape) for t in out_tensors])
-            except (IndexError, TypeError):
-                macs = None
-            if macs is None:
-                formula = _FLOP_REGISTRY.get(func.overloadpacket)
-                try:
-                    macs = int(formula(*args, **(kwargs or {}), out_val=out)) // 2
-                except Exception:
-                    macs = 0
-        frame.calls.append(Call(_OP_NAMES[func], rargs, rkwargs, tuple(outs), macs,
-                                self.py_ctx))
+            frame.seen.add(vid)
+            outs = (vid,)
+        else:
+            outs = []
+            for t in _flat_tensors(out):
+                vid = self.new_value(t, ACTIVATION, producer=frame.node_id)
+                outs.append(vid)
+                frame.produced.append(vid)
+                frame.seen.add(vid)
+            outs = tuple(outs)
+        # MACs are computed from the recorded shapes after the forward (with_macs)
+        frame.calls.append(Call(info.name, rargs, rkwargs, outs, 0, self.py_ctx))
         if standalone:
             self.finish(frame)
+
+    def _ref(self, x, frame: _Frame):
+        """A recorded argument: tensors become ``Ref``s (and inputs of the frame)."""
+        t = type(x)
+        if t in _PLAIN:
+            return x
+        if t is torch.Tensor or t is nn.Parameter or isinstance(x, torch.Tensor):
+            v = self.value_of(x)
+            if v not in frame.seen:
+                frame.seen.add(v)
+                frame.inputs.append(v)
+            return Ref(v)
+        if t is list or t is tuple:
+            for i in x:
+                if type(i) not in _PLAIN:
+                    return t(self._ref(i, frame) for i in x)
+            return x if t is tuple else list(x)
+        if isinstance(x, (list, tuple)):
+            return tuple(self._ref(i, frame) for i in x)
+        if isinstance(x, _META_TYPES):
+            return str(x)
+        return x
 
     # ---- nodes --------------------------------------------------------------------------
     def finish(self, frame: _Frame) -> None:
@@ -410,18 +416,9 @@ class _Recorder:
         self.nodes[node.id] = node
 
 
+_PERSISTENT = frozenset({PARAM, BUFFER, INPUT})
 _META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
 _PLAIN = frozenset({int, float, bool, type(None), str})
-_PACKET_NAMES: dict = {}  # OpOverload -> "view"
-_OP_NAMES: dict = {}  # OpOverload -> "aten.view.default"
-
-
-def _shape_or_value(x):
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else x
-
-
-def _is_namedtuple(x) -> bool:
-    return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
 def _flat_tensors(obj):
@@ -440,12 +437,20 @@ class _DispatchRecorder(TorchDispatchMode):
         super().__init__()
         self.rec = rec
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing is compiled while tracing: spare every op two wrapper frames
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        rec = self.rec
         if func.namespace == "prim":  # metadata queries (prim.device of a FakeTensor)
-            return out
+            return func(*args, **(kwargs or {}))
         with torch._C.DisableTorchFunction():  # our bookkeeping is not the model's code
-            self.rec.on_aten(func, args, kwargs, out)
+            if rec.so is not None:
+                out = rec.so.call(func, args, kwargs)
+            else:
+                out = func(*args, **(kwargs or {}))
+            rec.on_aten(func, args, kwargs, out)
         return out
 
 
@@ -456,16 +461,23 @@ class _FunctionNamer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in ("__get__", "size", "__len__", "numel") and args and isinstance(
-                args[0], torch.Tensor):
+        if name in _SHAPE_FUNCS and args and isinstance(args[0], torch.Tensor):
+            if self.rec.in_known_leaf:
+                return func(*args, **(kwargs or {}))
             return self._traced_shape(func, name, args, kwargs)
         rec = self.rec
+        if rec.so is not None and name in _so.ESCAPE_FUNCTIONS and (
+                rec.so.tainted_storage or rec.so.is_tainted(args)):
+            rec.so.stop(name)
         outer = rec.py_ctx is None  # calls nested inside another torch call are its internals
         if outer:
-            ints = _python_ints(args) if args else ()
-            rec.py_ctx = (_DUNDER_NAMES.get(name, name), tuple(int(i) for i in ints),
-                          tuple(provenance_of(i) for i in ints))
-        frame = rec.enter_fn(func)
+            ints = _python_ints(args) if args and not rec.in_known_leaf else ()
+            if ints:
+                rec.py_ctx = (_DUNDER_NAMES.get(name, name), tuple([int(i) for i in ints]),
+                              tuple([provenance_of(i) for i in ints]))
+            else:
+                rec.py_ctx = (_DUNDER_NAMES.get(name, name), (), ())
+        frame = rec.enter_fn(name or str(func)) if not (rec.leaf_depth or rec.fn_depth) else None
         try:
             if frame is not None:
                 frame.fn_ints, frame.fn_srcs = rec.py_ctx[1], rec.py_ctx[2]
@@ -481,7 +493,7 @@ class _FunctionNamer(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") != "shape":
             return out
-        vid = self.rec.tensor_ids.get(id(args[0]))
+        vid = self.rec.known(args[0])
         if vid is None:
             return out
         reads = self.rec.shape_reads
@@ -502,24 +514,44 @@ class _FunctionNamer(TorchFunctionMode):
 
 def _python_ints(obj, depth=0) -> tuple:
     """The int arguments a Python call was given, flattened (view(B, -1, 64) -> (B, -1, 64))."""
-    if depth > 6:
-        return ()
     t = type(obj)
     if t is int or t is TracedInt:
         return (obj,)
-    if t is bool or t is float or t is str or obj is None or isinstance(obj, torch.Tensor):
-        return ()
-    if isinstance(obj, bool):
+    if t is tuple or t is list or t is torch.Size:
+        found = None
+        for o in obj:
+            to = type(o)
+            if to is int or to is TracedInt:
+                if found is None:
+                    found = []
+                found.append(o)
+            elif to in _NO_INTS or isinstance(o, torch.Tensor):
+                continue
+            elif depth < 6:
+                more = _python_ints(o, depth + 1)
+                if more:
+                    if found is None:
+                        found = []
+                    found.extend(more)
+        return tuple(found) if found else ()
+    if t in _NO_INTS or isinstance(obj, torch.Tensor) or isinstance(obj, bool):
         return ()
     if isinstance(obj, int):
         return (obj,)
-    if isinstance(obj, (tuple, list, torch.Size)):
-        return tuple(itertools.chain.from_iterable(_python_ints(o, depth + 1) for o in obj))
+    if depth >= 6:
+        return ()
+    if isinstance(obj, (tuple, list)):
+        return _python_ints(tuple(obj), depth)
     if isinstance(obj, slice):
         return _python_ints((obj.start, obj.stop, obj.step), depth + 1)
     if isinstance(obj, dict):
         return _python_ints(tuple(obj.values()), depth + 1)
     return ()
+
+
+_NO_INTS = frozenset({bool, float, str, type(None), torch.Tensor, nn.Parameter, torch.dtype,
+                      torch.device})
+_SHAPE_FUNCS = frozenset({"__get__", "size", "__len__", "numel"})
 
 
 def primary_tensors(output: Any) -> list[torch.Tensor]:
@@ -544,16 +576,35 @@ def primary_tensors(output: Any) -> list[torch.Tensor]:
 
 def trace(model: nn.Module, example_inputs: Any,
           is_opaque: Callable[[nn.Module], bool] = lambda m: False,
-          fixed_outputs="primary") -> Graph:
+          fixed_outputs="primary", shape_only: bool = True,
+          is_known: Callable[[nn.Module], bool] | None = None) -> Graph:
     """Run ``model(example_inputs)`` once and record it as a Graph.
 
     ``fixed_outputs``: which outputs keep their shape: ``"primary"`` (see
     ``primary_tensors``), ``"all"``, or a callable ``output -> the part to keep`` (see
-    ``outputs``)."""
+    ``outputs``). With ``shape_only`` the heavy ops (convolutions, matmuls, norms) only
+    produce shapes; where values could steer the run (``if x.sum() > 0``, ``nonzero``), or
+    anything fails, it is traced again with real values, so the graph is the same either way.
+    ``is_known`` names the layers whose own sizes exec re-derives: the ints and shape reads
+    inside them are not recorded."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
     modules = list(model.named_modules())
-    rec = _Recorder(model, is_opaque, modules)
+    if shape_only:
+        try:
+            graph, rec = _trace_once(model, example_inputs, args, kwargs, modules, is_opaque,
+                                     fixed_outputs, True, is_known)
+            if rec.so.needs_values is None:
+                return graph
+        except (_so.NeedsValues, TracingError):
+            pass
+    return _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_outputs,
+                       False, is_known)[0]
+
+
+def _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_outputs,
+                shape_only: bool, is_known=None):
+    rec = _Recorder(model, is_opaque, modules, shape_only, is_known)
 
     # inputs
     input_ids: list[int] = []
@@ -574,26 +625,39 @@ def trace(model: nn.Module, example_inputs: Any,
             input_ids.append(v)
             rec.nodes[nid] = Node(nid, NODE_INPUT, "Input", "", outputs=(v,))
 
-    # tracing allocates thousands of small acyclic records, and keeps every activation alive
-    # until the graph is built: the cyclic collector would only scan them, so it waits
-    gc_was_enabled = gc.isenabled()
+    try:
+        with gc_paused():
+            return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
+                           fixed_outputs), rec
+    finally:
+        rec.tensor_ids.clear()
+
+
+@contextmanager
+def gc_paused():
+    """Tracing, planning and exec allocate thousands of small acyclic records that die by
+    reference counting: the cyclic collector would only scan them (and the whole graph)
+    midway, so it waits until the work is done."""
+    was = gc.isenabled()
     gc.disable()
     try:
-        return _record(model, example_inputs, args, kwargs, modules, rec, input_ids,
-                       fixed_outputs)
+        yield
     finally:
-        rec.keepalive.clear()  # free the activations before the collector looks at them
-        rec.tensor_ids.clear()
-        if gc_was_enabled:
+        if was:
             gc.enable()
+
+
+def without_gc(fn):
+    """Decorator: run a public entry point with the cyclic collector paused."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with gc_paused():
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", input_ids,
             fixed_outputs) -> Graph:
-    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None]
-    saved_state = save_python_state(modules)
-    rng = torch.get_rng_state()
     handles = []
     checks = SHAPE_CHECKS.set(rec.note_check)
     try:
@@ -602,6 +666,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         handles.append(nn.modules.module.register_module_forward_hook(rec.post_hook,
                                                                       with_kwargs=True))
         with ExitStack() as stack:
+            stack.enter_context(kept_state(model, modules))
             stack.enter_context(torch.no_grad())
             stack.enter_context(_FunctionNamer(rec))
             stack.enter_context(_DispatchRecorder(rec))
@@ -610,23 +675,18 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
             except Exception as exc:
                 where = rec.frames[-1].module if rec.frames and rec.frames[-1].module else (
                     rec.scope or "the model's forward")
-                err = TracingError(_tracing_message(model, where, exc, example_inputs))
+                err = TracingError(tracing_message(model, where, exc, example_inputs))
                 err.scope = where if where != "the model's forward" else ""
                 raise err from exc
     finally:
         SHAPE_CHECKS.reset(checks)
         for h in handles:
             h.remove()
-        torch.set_rng_state(rng)
-        _restore_buffers(model, saved_buffers)
-        restore_python_state(saved_state)
 
     out_ids = []
     output_paths: dict[int, str] = {}
     for path, t in tensor_paths(output):
-        vid = rec.tensor_ids.get(id(t))
-        if vid is None:
-            vid = rec.value_of(t)
+        vid = rec.value_of(t)
         if vid not in out_ids:
             out_ids.append(vid)
             output_paths[vid] = path
@@ -634,8 +694,8 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
 
     primary = None
     if fixed_outputs != "all":
-        primary = tuple(dict.fromkeys(rec.tensor_ids[id(t)] for t in fixed_tensors(
-            output, fixed_outputs) if id(t) in rec.tensor_ids))
+        primary = tuple(dict.fromkeys(v for v in (rec.known(t) for t in fixed_tensors(
+            output, fixed_outputs)) if v is not None))
     called = set(rec.module_calls)
     uncalled = tuple(
         n for n, m in modules
@@ -643,7 +703,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         and not any(n.startswith(c + ".") for c in called))
     param_values = {v.name: v.id for v in rec.values.values() if v.kind in (PARAM, BUFFER)}
     graph = Graph(
-        nodes=_prune_external_outputs(rec.nodes),
+        nodes=with_macs(_prune_external_outputs(rec.nodes), rec.values),
         values=rec.values,
         inputs=tuple(input_ids),
         outputs=tuple(out_ids),
@@ -657,6 +717,22 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         shape_checks=tuple(sorted(rec.shape_checks, key=str)),
     )
     return graph
+
+
+def with_macs(nodes: dict[str, Node], values) -> dict[str, Node]:
+    """The nodes with each multiply-accumulate call's MACs, from the recorded shapes: one pass
+    after the forward instead of a formula inside every op of it."""
+    from .metrics import MAC_OPS, call_macs
+    shapes = None
+    for nid, node in nodes.items():
+        if not any(c.packet in MAC_OPS for c in node.calls):
+            continue
+        if shapes is None:
+            shapes = {vid: v.shape for vid, v in values.items()}
+        calls = tuple(dataclasses.replace(c, macs=call_macs(c, shapes))
+                      if c.packet in MAC_OPS else c for c in node.calls)
+        nodes[nid] = dataclasses.replace(node, calls=calls)
+    return nodes
 
 
 def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
@@ -673,6 +749,22 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
         ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
+
+
+@contextmanager
+def kept_state(model: nn.Module, modules):
+    """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
+    the RNG state, and the modules' Python state (``module_state``: a cache with its key)."""
+    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
+    saved_state = save_python_state(modules)
+    rng = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng)
+        _restore_buffers(model, saved_buffers)
+        restore_python_state(saved_state)
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:
@@ -698,7 +790,7 @@ def _check_devices(model, args, kwargs, example_inputs) -> None:
                 f"(got {describe_inputs(example_inputs)}).")
 
 
-def _tracing_message(model, where: str, exc: Exception, example_inputs) -> str:
+def tracing_message(model, where: str, exc: BaseException, example_inputs) -> str:
     hint = ""
     try:
         m = model.get_submodule(where) if where and where != "the model's forward" else None

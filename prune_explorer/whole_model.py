@@ -5,7 +5,7 @@
 Per group (default) each group loses ``amount`` of its channels, chosen by the group-level
 importance of its units; with ``global_pruning=True`` one ranking runs across all groups,
 scores normalised per group, with a floor so that no layer loses every channel. All groups
-are executed as one transactional plan, then the model is re-traced to measure the result.
+are executed as one transactional plan (checked by a forward, rolled back on failure).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .groups import (KIND_RESIDUAL, Group, compute_units, find_groups, propagate
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
 from .propagation import close
+from .tracing import without_gc
 
 STRATEGY_NAMES = ("l1", "l2", "random", "bn_scale", "lamp", "taylor")
 
@@ -101,6 +102,7 @@ def select_units(units: list[np.ndarray], scores: np.ndarray, amount: float,
     return chosen
 
 
+@without_gc
 def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
                 strategy: str = "l1", ignored_layers: Iterable | None = None,
                 round_to: int | None = None, global_pruning: bool = False, *,
@@ -356,7 +358,7 @@ def _scope_class(DG: DependencyGraph, scope: str):
 
 def _macs(DG: DependencyGraph) -> int:
     def opaque(node, removed):
-        m = DG.model.get_submodule(node.module)
+        m = DG.submodule(node.module)
         spec = DG.registry.lookup(m)
         return spec.macs(m, node, DG.graph, removed) if spec and spec.macs else 0
     return total_macs(DG.graph, opaque)

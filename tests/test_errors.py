@@ -182,6 +182,23 @@ def test_custom_autograd_function_outside_torch_is_refused():
     assert state_equal(before, snapshot(model))
 
 
+def test_warnings_name_the_callers_line():
+    """The engine's warnings point at the user's call, not at a line inside the package (a
+    wrapper frame added around an entry point shifts them there)."""
+    import warnings
+    model = WithCustomFunction().eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tp.DependencyGraph().build_dependency(model, torch.randn(3, 4))
+    assert [w.filename for w in caught] == [__file__]
+    DG = tp.DependencyGraph().build_dependency(nn.Sequential(nn.Linear(4, 3)).eval(),
+                                               torch.randn(2, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DG.get_pruning_plan("0", "out", [1])  # explicit: obeyed, with a warning
+    assert [w.filename for w in caught] == [__file__]
+
+
 def test_model_changed_after_tracing_is_detected(setup):
     model, DG, _ = setup
     tp.prune_conv(model.p, [0])  # changed behind the graph's back

@@ -1,0 +1,195 @@
+"""After exec: does the pruned model still run, and do its outputs have the shapes the plan
+predicted? One forward on the stored example inputs answers both.
+
+The forward runs with its heavy ops shape-only (``shape_only.py``: convolutions and matmuls
+return placeholders of the exact layout, everything else runs for real), so the check costs
+a fraction of a forward. PyTorch's own leaf layers that the plan does not touch (same input
+shape, same tensors) return a placeholder of the output shape they were traced with, after
+checking that they got the traced input shape: a plan on one layer then costs little more
+than the Python of the model's forward. Where values could steer the model's code, or anything fails, it runs
+again for real: a failure is only reported when the real forward fails too. The model is left
+as it was found: buffers (BatchNorm statistics), the RNG state and tensors a forward keeps on
+its modules are restored, and ``torch.no_grad`` keeps autograd out of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from . import shape_only as _so
+from .errors import TracingError
+from .tracing import iter_tensors, kept_state, normalize_inputs
+
+
+class VerificationError(TracingError):
+    """The model failed (or produced unexpected shapes) after a plan's surgery. ``scope`` is
+    the innermost module that was running, ``""`` for the model's own forward."""
+
+    def __init__(self, message: str, scope: str = ""):
+        super().__init__(message)
+        self.scope = scope
+
+
+class _Where:
+    """The modules running right now, innermost last (global hooks: two registrations)."""
+
+    def __init__(self, modules):
+        self.names = {id(m): n for n, m in modules}
+        self.stack: list[str] = []
+        self.failed_in: str | None = None
+
+    def pre(self, module, args):
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append(name)
+
+    def post(self, module, args, output):
+        name = self.names.get(id(module))
+        if name is not None and self.stack and self.stack[-1] == name:
+            self.stack.pop()
+
+
+class _Mismatch(Exception):
+    """A shortcut layer got another input than it was traced with: ask the real forward."""
+
+
+class _Shortcut:
+    """The forward of an untouched leaf layer: the traced output shape, nothing computed."""
+
+    def __init__(self, calls: list, run: "_so.Run"):
+        self.calls = calls  # per call: (input shape, output shape, dtype)
+        self.k = 0
+        self.run = run
+
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor) or \
+                self.k >= len(self.calls):
+            raise _Mismatch
+        shape_in, shape_out, dtype = self.calls[self.k]
+        self.k += 1
+        if tuple(args[0].shape) != shape_in:
+            raise _Mismatch
+        with torch._C._DisableTorchDispatch():
+            out = torch.empty(shape_out, dtype=dtype, device=args[0].device)
+        self.run.mark(out)
+        return out
+
+
+def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
+    """module -> its traced calls, for PyTorch's own leaf layers whose inputs, outputs and
+    tensors a plan leaves as they were (one tensor in, one out)."""
+    from .graph import ACTIVATION, INPUT
+    out = {}
+    for mname, nids in graph.module_nodes.items():
+        if mname in changed_modules:
+            continue
+        m = submodule(mname)
+        if m._modules or not type(m).__module__.startswith("torch.nn.modules") or \
+                "forward" in m.__dict__:
+            continue
+        calls = []
+        for nid in nids:
+            node = graph.nodes[nid]
+            if node.opaque:
+                break
+            acts = [v for v in node.inputs if graph.values[v].kind in (ACTIVATION, INPUT)]
+            if len(acts) != 1 or len(node.outputs) != 1 or any(
+                    v in changed_values for v in node.inputs + node.outputs):
+                break
+            o = graph.values[node.outputs[0]]
+            calls.append((graph.values[acts[0]].shape, o.shape, getattr(torch, o.dtype)))
+        else:
+            out[m] = calls
+    return out
+
+
+def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None):
+    """(output shapes, error, scope) of one forward."""
+    where = _Where(modules)
+    mode = _so.ShapeOnlyMode() if shape_only else None
+    handles = [] if shape_only else [
+        nn.modules.module.register_module_forward_pre_hook(where.pre),
+        nn.modules.module.register_module_forward_hook(where.post)]
+    swapped = []
+    try:
+        if mode is not None:  # swapped before kept_state, which would drop them as new
+            for m, calls in (shortcuts or {}).items():
+                m.forward = _Shortcut(calls, mode.run)
+                swapped.append(m)
+        with kept_state(model, modules), torch.no_grad():
+            if mode is not None:
+                with mode:
+                    output = model(*args, **kwargs)
+            else:
+                output = model(*args, **kwargs)
+    except (Exception, _so.NeedsValues) as exc:
+        return None, exc, where.stack[-1] if where.stack else ""
+    finally:
+        for m in swapped:
+            m.__dict__.pop("forward", None)
+        for h in handles:
+            h.remove()
+    if mode is not None and mode.run.needs_values is not None:
+        return None, _so.NeedsValues(mode.run.needs_values), ""
+    shapes, seen = [], set()
+    for t in iter_tensors(output):
+        if id(t) not in seen:  # the trace lists a tensor returned twice once
+            seen.add(id(t))
+            shapes.append(tuple(t.shape))
+    return shapes, None, ""
+
+
+def check_model_runs(model: nn.Module, example_inputs: Any,
+                     expected: Sequence[tuple[int, ...] | None] | None = None,
+                     shortcuts: dict | None = None) -> None:
+    """Raise ``VerificationError`` unless ``model(example_inputs)`` runs and returns tensors of
+    the ``expected`` shapes (``None`` entries and ``expected=None`` are not checked).
+    ``shortcuts`` (see ``leaf_shortcuts``) are layers that need not run."""
+    args, kwargs = normalize_inputs(example_inputs)
+    modules = list(model.named_modules())
+    shapes, exc, scope = _forward(model, args, kwargs, modules, True, shortcuts)
+    if exc is not None or not _matches(shapes, expected):
+        # placeholders can mislead a forward that reads values: only the real one decides
+        shapes, exc, scope = _forward(model, args, kwargs, modules, False)
+    if exc is not None:
+        raise VerificationError(_failure_message(model, scope, exc), scope) from exc
+    if not _matches(shapes, expected):
+        raise VerificationError("after the surgery " + _mismatch_message(shapes, expected) +
+                                "; the plan's prediction is wrong for this model")
+
+
+def _failure_message(model: nn.Module, scope: str, exc: BaseException) -> str:
+    if scope:
+        try:
+            where = f"{scope} ({type(model.get_submodule(scope)).__name__})"
+        except AttributeError:
+            where = scope
+    else:
+        where = "the model's own forward"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"after the surgery the model no longer runs on its example inputs: {where} "
+            f"failed with {type(exc).__name__}: {first}. The plan does not fit this code "
+            f"(a size it reads, or an op prune_explorer maps wrongly); add {scope or 'the layer'}"
+            f" to ignored_layers, or plan on another layer")
+
+
+def _matches(shapes, expected) -> bool:
+    if expected is None:
+        return True
+    if shapes is None or len(shapes) != len(expected):
+        return False
+    return all(e is None or tuple(s) == tuple(e) for s, e in zip(shapes, expected))
+
+
+def _mismatch_message(shapes, expected) -> str:
+    if len(shapes) != len(expected):
+        return (f"the model now returns {len(shapes)} tensors where it returned "
+                f"{len(expected)}")
+    for i, (s, e) in enumerate(zip(shapes, expected)):
+        if e is not None and tuple(s) != tuple(e):
+            return (f"output {i} of the model now has shape {list(s)} where the plan "
+                    f"predicted {list(e)}")
+    return "the model's outputs changed"

@@ -1,0 +1,163 @@
+"""Exec never leaves a broken model: after the surgery one forward on the example inputs
+(heavy ops shape-only) checks that the model runs and that its outputs have the predicted
+shapes; a plan that is wrong somewhere fails at exec, names the layer, and leaves the model
+bit for bit as it was. The check itself changes nothing (norm statistics, RNG, attributes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prune_explorer as tp
+from prune_explorer import op_rules
+from oracle import assert_matches_twin, snapshot, state_equal
+
+
+class Shuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.up = nn.PixelShuffle(2)
+        self.head = nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        return self.head(self.up(self.conv(x)))
+
+
+def _wrong_pixel_shuffle(ctx) -> None:
+    """A broken rule: pixel_shuffle taken for an elementwise op (channel i -> channel i)."""
+    src, dst = ctx.arg(0), ctx.out(0)
+    ctx.map(src, 1, dst, 1, None, "wrong")
+    ctx.same(src, 0, dst, 0, "batch")
+
+
+def test_a_wrong_rule_fails_at_exec_and_restores_the_model(monkeypatch):
+    monkeypatch.setitem(op_rules.RULES, "pixel_shuffle", _wrong_pixel_shuffle)
+    model = Shuffle().eval()
+    x = torch.randn(1, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    before = snapshot(model)
+    plan = DG.get_pruning_plan(model.conv, tp.prune_conv, idxs=[0])
+    with pytest.raises(tp.PlanExecutionError, match=r"restored unchanged.*\bup\b"):
+        plan.exec()
+    assert state_equal(snapshot(model), before)
+    assert model.conv.out_channels == 16 and model.head.in_channels == 4
+    assert not plan.executed
+
+
+def test_the_right_rule_executes_and_matches_the_twin():
+    model = Shuffle().eval()
+    x = torch.randn(1, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    plan = DG.get_pruning_plan(model.conv, tp.prune_conv, idxs=[0])
+    assert_matches_twin(model, plan, x)  # executes it
+    assert model.conv.out_channels == 12 and model.head.in_channels == 3
+
+
+class Literal(nn.Module):
+    """Code that reads a size from a literal: after pruning, its reshape breaks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x).reshape(x.shape[0], 2, 4)
+        return self.b(h.reshape(x.shape[0], 8))
+
+
+def test_code_reading_a_size_we_do_not_update_fails_at_exec():
+    model = Literal().eval()
+    x = torch.randn(2, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    before = snapshot(model)
+    plan = DG.get_pruning_plan(model.a, "out", idxs=[1, 2])
+    with pytest.raises(tp.PlanExecutionError, match="restored unchanged.*shape '\\[2, 2, 4\\]'"):
+        plan.exec()
+    assert state_equal(snapshot(model), before)
+    plan = DG.get_pruning_plan(model.a, "out", idxs=[1, 2])  # the graph was kept: plan again
+    with pytest.raises(tp.PlanExecutionError):
+        plan.exec()
+
+
+def _wrong_slice(ctx) -> None:
+    """A broken rule: x[:, :k] taken for the identity (pruned channels pass through)."""
+    src, dst = ctx.arg(0), ctx.out(0)
+    for i in range(len(ctx.shape(src))):
+        if ctx.shape(src)[i] == ctx.shape(dst)[i]:
+            ctx.same(src, i, dst, i, "slice")
+        else:
+            ctx.map(src, i, dst, i, None, "wrong slice")
+
+
+class Crop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+
+    def forward(self, x):
+        return self.conv(x)[:, :6]
+
+
+def test_an_output_of_another_shape_than_predicted_fails_at_exec(monkeypatch):
+    monkeypatch.setitem(op_rules.RULES, "slice", _wrong_slice)
+    model = Crop().eval()
+    x = torch.randn(1, 3, 4, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    before = snapshot(model)
+    plan = DG.get_pruning_plan(model.conv, tp.prune_conv, idxs=[0], allow_output_change=True)
+    with pytest.raises(tp.PlanExecutionError, match=r"output 0 .* \[1, 6, 4, 4\] where the plan "
+                                                    r"predicted \[1, 5, 4, 4\]"):
+        plan.exec()
+    assert state_equal(snapshot(model), before)
+
+
+class Stateful(nn.Module):
+    """Training mode: batch norm statistics, dropout's RNG and an attribute set in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.bn = nn.BatchNorm2d(6)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        h = self.drop(F.relu(self.bn(self.conv(x))))
+        self.last_hidden = h
+        return self.head(h)
+
+
+def test_the_check_changes_no_statistics_rng_or_attributes():
+    model = Stateful().train()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    mean, var = model.bn.running_mean.clone(), model.bn.running_var.clone()
+    batches = int(model.bn.num_batches_tracked)
+    rng = torch.get_rng_state()
+    DG.get_pruning_plan(model.conv, tp.prune_conv, idxs=[1, 4]).exec()
+    keep = [0, 2, 3, 5]
+    assert torch.equal(model.bn.running_mean, mean[keep])
+    assert torch.equal(model.bn.running_var, var[keep])
+    assert int(model.bn.num_batches_tracked) == batches
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert "last_hidden" not in vars(model)
+    assert model.training
+    assert model(x).shape == (2, 2, 6, 6)
+
+
+def test_verify_false_skips_the_check(monkeypatch):
+    monkeypatch.setitem(op_rules.RULES, "pixel_shuffle", _wrong_pixel_shuffle)
+    model = Shuffle().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 6, 6))
+    plan = DG.get_pruning_plan(model.conv, tp.prune_conv, idxs=[0])
+    plan.exec(verify=False)  # the caller's risk: this model no longer runs
+    assert plan.executed
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, 3, 6, 6))
