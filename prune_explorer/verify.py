@@ -106,6 +106,44 @@ def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
     return out
 
 
+def value_sized(graph) -> frozenset:
+    """Values whose size the model's *values* decide: outputs of ``nonzero``, boolean-mask
+    indexing, ``unique`` and the like (see ``shape_only.DATA_DEPENDENT``), and everything
+    computed from them. A detector's boxes after score thresholding and NMS are such values:
+    pruning changes the scores, so their count after a plan is not a prediction the check can
+    hold the model to (it still has to run and return as many tensors)."""
+    out = graph.memo.get("value_sized")
+    if out is not None:
+        return out
+    from .graph import Ref
+    dtypes = {vid: v.dtype for vid, v in graph.values.items()}
+
+    def sizes_from_values(call) -> bool:
+        if not any(o is not None for o in call.outputs):
+            return False  # .item(), ``if x.any()``: control flow, not a tensor's size
+        packet = call.packet
+        if packet in _so.DATA_DEPENDENT:
+            return True
+        if packet == "index" and len(call.args) > 1:
+            return any(isinstance(i, Ref) and dtypes.get(i.value) in ("bool", "uint8")
+                       for i in call.args[1] or ())
+        return packet == "repeat_interleave" and len(call.args) == 1 and \
+            isinstance(call.args[0], Ref)
+
+    sized: set[int] = set()
+    changed = True
+    while changed:  # nodes are in run order: one pass, a second to confirm
+        changed = False
+        for node in graph.nodes.values():
+            if node.outputs and not sized.issuperset(node.outputs) and (
+                    any(v in sized for v in node.inputs) or
+                    any(sizes_from_values(c) for c in node.calls)):
+                sized.update(node.outputs)
+                changed = True
+    out = graph.memo["value_sized"] = frozenset(sized)
+    return out
+
+
 def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None):
     """(output shapes, error, scope) of one forward."""
     where = _Where(modules)

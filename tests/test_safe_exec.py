@@ -161,3 +161,40 @@ def test_verify_false_skips_the_check(monkeypatch):
     assert plan.executed
     with pytest.raises(RuntimeError):
         model(torch.randn(1, 3, 6, 6))
+
+
+class Thresholded(nn.Module):
+    """Returns the values whose score is positive (a detector's boxes after thresholding):
+    their count depends on values, and pruning channel 1 of ``a`` turns every score
+    positive (score = 1 - 1.5 * 1 = -0.5 before, 1 after)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 2, 1)
+        self.b = nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.a.weight.zero_()
+            self.a.bias.fill_(1.0)
+            self.b.weight.zero_()
+            self.b.bias.zero_()
+            self.b.weight[0, :, 0, 0] = torch.tensor([1.0, -1.5])
+
+    def forward(self, x):
+        y = self.b(torch.relu(self.a(x)))
+        keep = torch.where(y[:, 0].flatten() > 0)[0]
+        return y[:, 1].flatten()[keep], y
+
+
+@pytest.mark.filterwarnings("ignore:prune_explorer does not know")
+def test_an_output_whose_size_values_decide_is_not_held_to_the_traced_size():
+    from prune_explorer.verify import value_sized
+    model = Thresholded().eval()
+    x = torch.randn(1, 3, 6, 6)
+    assert model(x)[0].shape == (0,)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    graph = DG.graph
+    sized = value_sized(graph)
+    assert graph.outputs[0] in sized and graph.outputs[1] not in sized
+    DG.get_pruning_plan(model.a, tp.prune_conv, idxs=[1]).exec()  # 0 kept before, 36 after
+    kept, y = model(x)
+    assert kept.shape == (36,) and y.shape == (1, 2, 6, 6) and model.a.out_channels == 1
