@@ -109,7 +109,7 @@ def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
 def value_sized(graph) -> frozenset:
     """Values whose size the model's *values* decide: outputs of ``nonzero``, boolean-mask
     indexing, ``unique`` and the like (see ``shape_only.DATA_DEPENDENT``), and everything
-    computed from them. A detector's boxes after score thresholding and NMS are such values:
+    computed from them or made with a size read from them (``torch.zeros(len(boxes), ...)``). A detector's boxes after score thresholding and NMS are such values:
     pruning changes the scores, so their count after a plan is not a prediction the check can
     hold the model to (it still has to run and return as many tensors)."""
     out = graph.memo.get("value_sized")
@@ -130,18 +130,63 @@ def value_sized(graph) -> frozenset:
         return packet == "repeat_interleave" and len(call.args) == 1 and \
             isinstance(call.args[0], Ref)
 
+    def reads_sized(srcs) -> bool:  # an int read from such a value's shape (len(boxes))
+        return any(s is not None and s[0] in sized for s in srcs)
+
+    made_by = {o: c for node in graph.nodes.values() for c in node.calls for o in c.outputs
+               if o is not None}
+
+    def written_through_views(v) -> list:  # v and the tensors it is a view of
+        chain = [v]
+        while (c := made_by.get(v)) is not None and _alias(c.op) == "view" and c.args and \
+                isinstance(c.args[0], Ref) and c.args[0].value not in chain:
+            v = c.args[0].value
+            chain.append(v)
+        return chain
+
     sized: set[int] = set()
     changed = True
     while changed:  # nodes are in run order: one pass, a second to confirm
         changed = False
         for node in graph.nodes.values():
             if node.outputs and not sized.issuperset(node.outputs) and (
-                    any(v in sized for v in node.inputs) or
-                    any(sizes_from_values(c) for c in node.calls)):
+                    any(v in sized for v in node.inputs) or reads_sized(node.int_sources) or
+                    any(sizes_from_values(c) or reads_sized(c.int_sources)
+                        for c in node.calls)):
                 sized.update(node.outputs)
                 changed = True
+            for c in node.calls:  # im_mask[y0:y1] = mask: a write into a view of im_mask
+                if c.args and isinstance(c.args[0], Ref) and _alias(c.op) == "write" and \
+                        any(v in sized for v in c.tensor_args()):
+                    new = [v for v in written_through_views(c.args[0].value) if v not in sized]
+                    if new:
+                        sized.update(new)
+                        changed = True
     out = graph.memo["value_sized"] = frozenset(sized)
     return out
+
+
+_ALIAS: dict[str, str | None] = {}
+
+
+def _alias(name: str) -> str | None:
+    """``"view"`` for an ATen op that returns a view of its first argument, ``"write"`` for
+    one that writes into it in place (``aten.copy_.default``), else None (from the schema)."""
+    if name not in _ALIAS:
+        kind = None
+        try:
+            ns, packet, overload = name.split(".")
+            schema = getattr(getattr(getattr(torch.ops, ns), packet), overload)._schema
+            first = schema.arguments[0].alias_info if schema.arguments else None
+            if first is not None and first.is_write:
+                kind = "write"
+            elif first is not None and schema.returns and \
+                    schema.returns[0].alias_info is not None:
+                kind = "view"
+        except (AttributeError, ValueError, RuntimeError):
+            pass
+        _ALIAS[name] = kind
+    return _ALIAS[name]
 
 
 def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None):

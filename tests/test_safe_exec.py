@@ -163,10 +163,12 @@ def test_verify_false_skips_the_check(monkeypatch):
         model(torch.randn(1, 3, 6, 6))
 
 
+
 class Thresholded(nn.Module):
-    """Returns the values whose score is positive (a detector's boxes after thresholding):
-    their count depends on values, and pruning channel 1 of ``a`` turns every score
-    positive (score = 1 - 1.5 * 1 = -0.5 before, 1 after)."""
+    """Returns the values whose score is positive (a detector's boxes after thresholding),
+    a tensor made with their count (read from ``shape``), and one stacked from per-box tensors written through a
+    view (torchvision's paste_masks_in_image): sizes the values decide. Pruning channel 0 of
+    ``a`` turns every score negative (score = 1 - 0.5 = 0.5 before, -0.5 after)."""
 
     def __init__(self):
         super().__init__()
@@ -177,24 +179,31 @@ class Thresholded(nn.Module):
             self.a.bias.fill_(1.0)
             self.b.weight.zero_()
             self.b.bias.zero_()
-            self.b.weight[0, :, 0, 0] = torch.tensor([1.0, -1.5])
+            self.b.weight[0, :, 0, 0] = torch.tensor([1.0, -0.5])
 
     def forward(self, x):
         y = self.b(torch.relu(self.a(x)))
         keep = torch.where(y[:, 0].flatten() > 0)[0]
-        return y[:, 1].flatten()[keep], y
+        kept = y[:, 1].flatten()[keep]
+        rows = []
+        for i in range(len(keep)):
+            row = torch.zeros(3)
+            row[:1] = kept[i]
+            rows.append(row)
+        pasted = torch.stack(rows) if rows else x.new_zeros(0, 3)
+        return kept, y, torch.zeros(keep.shape[0], 2), pasted  # (len() drops the source)
 
 
 @pytest.mark.filterwarnings("ignore:prune_explorer does not know")
-def test_an_output_whose_size_values_decide_is_not_held_to_the_traced_size():
+def test_outputs_whose_size_values_decide_are_not_held_to_the_traced_size():
     from prune_explorer.verify import value_sized
     model = Thresholded().eval()
     x = torch.randn(1, 3, 6, 6)
-    assert model(x)[0].shape == (0,)
+    assert [t.shape[0] for t in model(x)] == [36, 1, 36, 36]
     DG = tp.DependencyGraph().build_dependency(model, x)
     graph = DG.graph
     sized = value_sized(graph)
-    assert graph.outputs[0] in sized and graph.outputs[1] not in sized
-    DG.get_pruning_plan(model.a, tp.prune_conv, idxs=[1]).exec()  # 0 kept before, 36 after
-    kept, y = model(x)
-    assert kept.shape == (36,) and y.shape == (1, 2, 6, 6) and model.a.out_channels == 1
+    assert [v in sized for v in graph.outputs] == [True, False, True, True]
+    DG.get_pruning_plan(model.a, tp.prune_conv, idxs=[0]).exec()  # 36 kept before, 0 after
+    assert [tuple(t.shape) for t in model(x)] == [(0,), (1, 2, 6, 6), (0, 2), (0, 3)]
+    assert model.a.out_channels == 1
