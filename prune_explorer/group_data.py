@@ -39,7 +39,7 @@ import numpy as np
 from torch import nn
 
 from . import index_mapping as im
-from .dimgraph import BlockRel, MapRel
+from .dimgraph import BlockRel, MapRel, union_find
 from .errors import PruningError
 from .explain import _RESHAPES, _note
 from .graph import ACTIVATION, BUFFER, CONSTANT, INPUT, NODE_OP, PARAM
@@ -307,17 +307,10 @@ def _identity_classes(dg):
     """Vertex -> representative of the vertices tied to it index by index (identity maps: a
     norm's weight, the activation it scales, a residual add). A selection made from one of
     them is the selection made from any: the same closures, units and scores."""
-    parent = list(range(len(dg.size)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    find, union = union_find(len(dg.size))
     for rel in dg.rels:
         if isinstance(rel, MapRel) and rel.owner is None:
-            parent[find(rel.a)] = find(rel.b)
+            union(rel.a, rel.b)
     return find
 
 
