@@ -68,7 +68,7 @@ setup() {  # setup <extras>: skips every step that is already done
 
 case "${1:-explore}" in
   setup)
-    setup explorer,zoo,cli,test,bench,llm ;;
+    setup explorer,zoo,cli,test,bench,llm,realworld ;;
   cli)
     setup explorer,zoo,cli
     shift
@@ -97,7 +97,7 @@ JSON
     exec python -m prune_explorer.cli explore "${1:-torchvision:resnet18}" \
       ${PORT:+--port "$PORT"} ;;
   test)
-    setup explorer,zoo,cli,test,bench,llm
+    setup explorer,zoo,cli,test,bench,llm,realworld
     apt_install chromium chromium
     shift || true
     args=(-m "not slow")

@@ -40,16 +40,22 @@ PY = sys.executable
 
 # module -> the fast tests that exercise it (pytest arguments)
 SUBSETS = {
-    "index_mapping": ["tests/test_index_mapping.py", "tests/test_ops.py", "tests/test_ops_rules.py"],
-    "propagation": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_bad_inputs.py"],
-    "op_rules": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py"],
+    "index_mapping": ["tests/test_index_mapping.py", "tests/test_ops.py", "tests/test_ops_rules.py",
+                      "tests/test_group_data.py"],
+    "propagation": ["tests/test_propagation.py", "tests/test_ops.py", "tests/test_ops_rules.py",
+                    "tests/test_bad_inputs.py", "tests/test_group_data.py"],
+    "op_rules": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py",
+                 "tests/test_graph_update.py::test_outputs_nobody_reads_follow_in_the_projected_graph"],
     "pruners": ["tests/test_layers.py", "tests/test_bad_inputs.py", "tests/test_classic.py", "-k",
                 "not torchvision and not readme and not counts_every and not follows and "
                 "not loop_over and not bert"],
-    "groups": ["tests/test_selection.py", "tests/test_prune_model.py"],
+    "groups": ["tests/test_groups.py", "tests/test_selection.py", "tests/test_prune_model.py",
+               "tests/test_group_data.py",
+               "tests/test_realworld_ops.py::test_a_layer_with_a_child_module_of_its_own_roots_a_group"],
     "strategy": ["tests/test_selection.py", "tests/test_classic.py", "tests/test_errors.py",
                  "tests/test_bad_inputs.py", "-k", "strategy or select or amount or round or random"],
-    "execution": ["tests/test_errors.py", "tests/test_serialization.py"],
+    "execution": ["tests/test_errors.py", "tests/test_serialization.py", "tests/test_safe_exec.py",
+                  "tests/test_graph_update.py"],
 }
 
 _CMP_SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,

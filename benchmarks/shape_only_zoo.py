@@ -26,7 +26,7 @@ def main() -> int:
     import prune_explorer as pe
     from prune_explorer import tracing
     DG = pe.DependencyGraph()  # its registry and its notion of the layers it prunes itself
-    opts = dict(is_opaque=DG.registry.is_opaque, is_known=DG._prunes_itself)
+    opts = dict(is_opaque=DG.registry.is_opaque, is_known=DG.prunes_itself)
     threads()
     same = total = 0
     print(f"{'model':22} {'graphs':>9} {'shape-only':>11} {'real':>7} {'ratio':>6}")

@@ -12,7 +12,7 @@ from .graph import Ref
 from .metrics import call_macs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
 
 
 def mac_formula(call, graph, value: Callable[[int], int]) -> list:
@@ -47,7 +47,7 @@ def mac_formula(call, graph, value: Callable[[int], int]) -> list:
     return ["?", traced, [value(r) for r in refs]]
 
 
-def opaque_costs(G: "DependencyGraph", module: str, rng: np.random.Generator) -> dict:
+def opaque_costs(G: "TracedView", module: str, rng: np.random.Generator) -> dict:
     """Parameters and MACs an opaque layer (``nn.MultiheadAttention``, a registered custom
     layer) loses, as integer polynomials (degree <= 2) in the counts of its dims, fitted on the
     registry's own dry runs with random index sets and kept only if they reproduce every

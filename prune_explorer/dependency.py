@@ -102,7 +102,7 @@ class DependencyGraph(ClassicGraphAPI):
 
     def _trace(self) -> None:
         graph = trace(self.model, self.example_inputs, self.registry.is_opaque,
-                      getattr(self, "fixed_outputs", "primary"), is_known=self._prunes_itself)
+                      getattr(self, "fixed_outputs", "primary"), is_known=self.prunes_itself)
         from .couplings import equal_split_pieces, shape_provenance, shared_size_dims
         dg = build_dim_graph(graph, self._opaque_relations(graph),
                              shared_size_dims(self.model, graph) + shape_provenance(graph)
@@ -157,7 +157,7 @@ class DependencyGraph(ClassicGraphAPI):
         self._param_name = param_name
         self._owners = owners
 
-    def _prunes_itself(self, module: nn.Module) -> bool:
+    def prunes_itself(self, module: nn.Module) -> bool:
         """A layer whose sizes exec re-derives from its tensors (conv, linear, norms)."""
         spec = self.registry.lookup(module)
         return spec is not None and not spec.opaque and spec.out_fn is not None
@@ -261,6 +261,10 @@ class DependencyGraph(ClassicGraphAPI):
         t = m._parameters.get(attr)
         return t if t is not None else m._buffers[attr]
 
+
+    def owners_of(self, tensor_name: str) -> list[tuple[str, str]]:
+        """Every (module, attribute) that holds tensor ``tensor_name`` (tied weights: several)."""
+        return self._owners.get(tensor_name, [])
     def channel_scores(self, name: str, dim: int, strategy: str, cache: dict | None = None):
         """Per-index importance of tensor ``name`` along ``dim`` for a strategy (None: the
         strategy does not score this tensor). Scoring reads weights here only, so a graph of
@@ -276,7 +280,7 @@ class DependencyGraph(ClassicGraphAPI):
         node = None
         if name in self.graph.module_nodes:
             node = self.graph.nodes[self.graph.module_nodes[name][0]]
-        elif not self._owns_traced_params(m):
+        elif not self.owns_traced_params(m):
             # (a layer with children of its own, smp's Conv2dStaticSamePadding calling its
             # static_padding, is no leaf node, but its weights were traced: it roots too)
             parent = name
@@ -322,7 +326,7 @@ class DependencyGraph(ClassicGraphAPI):
             f"{name} ({type(m).__name__}) has no traced {side}put channels to prune; "
             f"prune a layer with weights (conv, linear, norm, embedding)")
 
-    def _owns_traced_params(self, m: nn.Module) -> bool:
+    def owns_traced_params(self, m: nn.Module) -> bool:
         """A registered layer type whose own weights the trace read (it ran, as ops)."""
         spec = self.registry.lookup(m)
         return spec is not None and not spec.opaque and any(

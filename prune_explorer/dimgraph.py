@@ -359,9 +359,9 @@ def _absorb_dead_ends(dg: DimGraph) -> None:
                         dg.handled.setdefault(x, set()).add((node.id, ci))
 
 
-def _components(dg: DimGraph) -> list[int]:
-    """Union-find labels over every relation: dims already tied by the ops themselves."""
-    parent = list(range(len(dg.size)))
+def union_find(n: int):
+    """(find, union) over ``n`` items, with path halving."""
+    parent = list(range(n))
 
     def find(x):
         while parent[x] != x:
@@ -369,13 +369,21 @@ def _components(dg: DimGraph) -> list[int]:
             x = parent[x]
         return x
 
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    return find, union
+
+
+def _components(dg: DimGraph) -> list[int]:
+    """Union-find labels over every relation: dims already tied by the ops themselves."""
+    find, union = union_find(len(dg.size))
     for rel in dg.rels:
         if isinstance(rel, MapRel):
-            parent[find(rel.a)] = find(rel.b)
+            union(rel.a, rel.b)
         elif isinstance(rel, BlockRel):
-            first = find(rel.left[0])
             for x in rel.left[1:] + rel.right:
-                parent[find(x)] = first
+                union(x, rel.left[0])
     return [find(x) for x in range(len(dg.size))]
 
 

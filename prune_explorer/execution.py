@@ -17,7 +17,7 @@ from .pruners import prune_tensor, sync_layer
 from .module_state import cache_dicts
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
     from .layers import LayerRegistry
 
 HISTORY_ATTR = "_prune_explorer_history"
@@ -66,7 +66,7 @@ def _owner_of(obj, attr: str):
 class Snapshot:
     """Everything ``apply_actions`` may change, kept so that ``restore`` undoes it exactly."""
 
-    def __init__(self, model: nn.Module, actions: Actions, dgraph: "DependencyGraph | None" = None):
+    def __init__(self, model: nn.Module, actions: Actions, dgraph: "TracedView | None" = None):
         self.model = model
         self.tensors = []
         seen = set()

@@ -39,7 +39,7 @@ import numpy as np
 from torch import nn
 
 from . import index_mapping as im
-from .dimgraph import BlockRel, MapRel
+from .dimgraph import BlockRel, MapRel, union_find
 from .errors import PruningError
 from .explain import _RESHAPES, _note
 from .graph import ACTIVATION, BUFFER, CONSTANT, INPUT, NODE_OP, PARAM
@@ -48,7 +48,7 @@ from .cost_data import mac_formula, opaque_costs
 from .propagation import Closure, _check, close, describe_vertex
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
 
 FORMAT = "prune_explorer.group_data/1"
 _KIND = {PARAM: "p", BUFFER: "b", INPUT: "i", CONSTANT: "c", ACTIVATION: "a"}
@@ -117,7 +117,7 @@ def decode_indices(data: list[int] | str, size: int) -> list[int]:
 class _Tables:
     """Interned ids: graph nodes, steps, tensors, values."""
 
-    def __init__(self, G: "DependencyGraph"):
+    def __init__(self, G: "TracedView"):
         self.G = G
         self.graph = G.graph
         self.dg = G.dg
@@ -158,7 +158,7 @@ class _Tables:
         if i is None:
             t = self.G.tensor(name)
             own: list[int] = []
-            for owner, _a in self.G._owners.get(name, ()):
+            for owner, _a in self.G.owners_of(name):
                 own += [self.node(n) for n in self.graph.module_nodes.get(owner, ())]
             i = self.tensor_ix[name] = len(self.tensors)
             self.tensors.append([name, list(t.shape), int(isinstance(t, nn.Parameter)), own])
@@ -307,21 +307,14 @@ def _identity_classes(dg):
     """Vertex -> representative of the vertices tied to it index by index (identity maps: a
     norm's weight, the activation it scales, a residual add). A selection made from one of
     them is the selection made from any: the same closures, units and scores."""
-    parent = list(range(len(dg.size)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    find, union = union_find(len(dg.size))
     for rel in dg.rels:
         if isinstance(rel, MapRel) and rel.owner is None:
-            parent[find(rel.a)] = find(rel.b)
+            union(rel.a, rel.b)
     return find
 
 
-def _reach(G: "DependencyGraph", seeds: Iterable[int]) -> set[int]:
+def _reach(G: "TracedView", seeds: Iterable[int]) -> set[int]:
     """Every vertex a plan from these seeds can touch: the closure of all their channels
     (a subset of a seed's channels reaches a subset of it). A seed whose every channel an
     earlier closure already reached adds nothing: that closure is closed around it."""
@@ -340,7 +333,7 @@ def _reach(G: "DependencyGraph", seeds: Iterable[int]) -> set[int]:
     return seen
 
 
-def group_data(DG: "DependencyGraph", *, strategy: str = "l1", amount: float = 0.3,
+def group_data(DG: "TracedView", *, strategy: str = "l1", amount: float = 0.3,
                round_to: int | None = None, sides: Iterable[str] = ("out",),
                layers: Iterable[str] | None = None) -> dict:
     """The JSON-able data the report's page plans from (see the module docstring).

@@ -42,7 +42,7 @@ from .graph import ACTIVATION, BUFFER, NODE_LAYER, PARAM
 from .propagation import Closure, close
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
 
 KIND_HEADS = "heads"
 KIND_RESIDUAL = "residual"
@@ -81,7 +81,7 @@ def _flatten(items) -> list:
     return out
 
 
-def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
+def _ignored_names(dg: "TracedView", ignored: Iterable) -> set[str]:
     names = set()
     for item in _flatten(ignored):
         if isinstance(item, nn.Parameter) or item is None:
@@ -96,7 +96,7 @@ def _ignored_names(dg: "DependencyGraph", ignored: Iterable) -> set[str]:
     return names
 
 
-def find_groups(dg: "DependencyGraph", ignored_layers: Iterable = (), policy: str = "heads",
+def find_groups(dg: "TracedView", ignored_layers: Iterable = (), policy: str = "heads",
                 param_roots: bool = False) -> list[Group]:
     """Every group of the model, in graph order, each from its first layer. With
     ``param_roots`` also the prunable dims of parameters no layer owns (fused MoE experts'
@@ -201,7 +201,7 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
     return group
 
 
-def _layer_of(dg: "DependencyGraph", node, scopes: dict[str, bool]) -> str | None:
+def _layer_of(dg: "TracedView", node, scopes: dict[str, bool]) -> str | None:
     """The layer a node is the first call of: a leaf layer, or a layer with children of its
     own whose ops ran in its scope (a conv subclass that pads with a child module first)."""
     if node.kind == NODE_LAYER:
@@ -212,11 +212,11 @@ def _layer_of(dg: "DependencyGraph", node, scopes: dict[str, bool]) -> str | Non
     known = scopes.get(scope)
     if known is None:
         try:
-            m = dg.model.get_submodule(scope)
+            m = dg.submodule(scope)
         except AttributeError:
             m = None
         known = scopes[scope] = bool(m is not None and m._parameters and
-                                     dg._owns_traced_params(m))
+                                     dg.owns_traced_params(m))
     return scope if known else None
 
 
@@ -225,7 +225,7 @@ def _top(names: set[str]) -> set[str]:
     return {n for n in names if not any(n.startswith(o + ".") for o in names if o != n)}
 
 
-def _layers(dg: "DependencyGraph", members: list[int]) -> list[str]:
+def _layers(dg: "TracedView", members: list[int]) -> list[str]:
     out = []
     for v in members:
         key = dg.dg.key[v]
@@ -249,7 +249,7 @@ def _vertex_module(dg, v: int) -> str:
     return dg.graph.values[key[0]].name.rpartition(".")[0]
 
 
-def _kind(dg: "DependencyGraph", probe: Closure, members: list[int]) -> str:
+def _kind(dg: "TracedView", probe: Closure, members: list[int]) -> str:
     """residual (a join of two branches from different layers: the residual stream), heads
     (attention heads or head dims), or plain channels."""
     G = dg.dg
@@ -300,7 +300,7 @@ def _source_layer(graph, value: int, limit: int = 400) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # units
 # ---------------------------------------------------------------------------------------------
-def compute_units(dg: "DependencyGraph", group: Group, policy: str = "heads",
+def compute_units(dg: "TracedView", group: Group, policy: str = "heads",
                   max_closures: int = 4096, with_touched: bool = False):
     """Minimal prunable index sets of the root (singletons for plain channels). With
     ``with_touched`` also the vertices the units reach (None for plain channels)."""
@@ -420,7 +420,7 @@ def _lamp(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray],
+def unit_importance(dg: "TracedView", group: Group, units: list[np.ndarray],
                     strategy: str = "l1", policy: str = "heads",
                     rng: np.random.Generator | None = None,
                     cache: dict | None = None) -> np.ndarray:
@@ -479,7 +479,7 @@ def unit_importance(dg: "DependencyGraph", group: Group, units: list[np.ndarray]
     return totals
 
 
-def propagate_labels(dg: "DependencyGraph", group: Group) -> dict[int, np.ndarray]:
+def propagate_labels(dg: "TracedView", group: Group) -> dict[int, np.ndarray]:
     """For a group of single-channel units: which root channel every member index follows."""
     G = dg.dg
     members = set(group.members)

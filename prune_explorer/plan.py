@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
 
 # roles, as the explorer colours them
 ROLE_ROOT = "root"
@@ -59,7 +59,7 @@ class Step:
         if plan is not None and self.kind != "pass":
             G = plan._dg
             module = G.tensor(self.target) if self.kind == "param" else (
-                G.model.get_submodule(self.target) if self.target else G.model)
+                G.submodule(self.target))
         return Node(module, name=self.target)
 
     def __call__(self, idxs, dry_run: bool = False):
@@ -108,7 +108,7 @@ class PruningPlan:
     """The previewed prune. Iterate ``steps``; ``params_removed`` and ``macs_removed`` are
     exact predictions that ``exec()`` then realises."""
 
-    def __init__(self, dg: "DependencyGraph", root: str, side: str, idxs: list[int],
+    def __init__(self, dg: "TracedView", root: str, side: str, idxs: list[int],
                  steps: list[Step], actions: Actions, params_removed: int, macs_removed: int,
                  problems: list, highlighted: dict[str, dict], groups: int = 1):
         self._dg = dg

@@ -19,7 +19,7 @@ from .propagation import Closure
 from .pruners import removed_numel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dependency import DependencyGraph
+    from .traced_view import TracedView
 
 _ROLE_RANK = {ROLE_ROOT: 0, ROLE_OUT: 1, ROLE_IN: 2, ROLE_PASS: 3}
 
@@ -27,7 +27,7 @@ _ROLE_RANK = {ROLE_ROOT: 0, ROLE_OUT: 1, ROLE_IN: 2, ROLE_PASS: 3}
 class PlanBuilder:
     """Closure -> ordered steps with indices, counts, explanations and exec actions."""
 
-    def __init__(self, dgraph: DependencyGraph, cl: Closure, root: str, side: str, trigger: str):
+    def __init__(self, dgraph: TracedView, cl: Closure, root: str, side: str, trigger: str):
         self.G = dgraph
         self.cl = cl
         self.root = root
@@ -144,7 +144,7 @@ class PlanBuilder:
             return cl.pruned(v) if v is not None else np.zeros(0, dtype=im.INDEX)
 
         def knows_layer(name: str) -> bool:
-            return G._prunes_itself(G.submodule(name))
+            return G.prunes_itself(G.submodule(name))
 
         actions.ints, suspects = infer_int_updates(
             G.model, graph, touched_nodes + sorted(layer_nodes), shapes, pruned_of, knows_layer)
@@ -154,7 +154,7 @@ class PlanBuilder:
                          {(m, a) for m, a, _o, _n in actions.ints}]
         sync = []
         for tname in cuts:
-            for mname, _ in G._owners.get(tname, [(tname.rpartition(".")[0], "")]):
+            for mname, _ in G.owners_of(tname) or [(tname.rpartition(".")[0], "")]:
                 if mname not in sync:
                     sync.append(mname)
         for (m, _a), _n in counts.items():
@@ -252,7 +252,7 @@ class PlanBuilder:
                 spec = G.registry.lookup(m)
                 nodes = tuple(graph.module_nodes.get(target, ()))
                 for tname, _d in s["cuts"]:
-                    for owner, _a in G._owners.get(tname, ()):
+                    for owner, _a in G.owners_of(tname):
                         nodes += tuple(n for n in graph.module_nodes.get(owner, ()) if n not in nodes)
                 fn, module_repr = _classic_fn(spec, m, kind), _short(m)
                 if kind == "opaque":

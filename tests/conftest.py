@@ -13,6 +13,14 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*weight initialization.*")
 
 
+@pytest.fixture
+def zoo_asked_for(request):
+    """The model-zoo tests run only when asked: ``-m slow`` or ``PE_ZOO=1`` (``run.sh test --all``)."""
+    markexpr = request.config.getoption("-m") or ""
+    if "slow" not in markexpr and os.environ.get("PE_ZOO", "") in ("", "0"):
+        pytest.skip("model zoo: run with `pytest -m slow` or PE_ZOO=1")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -37,6 +37,20 @@ def chromium_path() -> str | None:
     return None
 
 
+def require_browser(what: str, module: str | None = None, extra: str | None = None) -> None:
+    """Skip the calling test module unless Chromium, Playwright and ``module`` are there."""
+    import importlib.util
+
+    import pytest
+    if chromium_path() is None:
+        pytest.skip(f"chromium is not installed (apt-get install chromium): {what} needs "
+                    f"Debian's Chromium", allow_module_level=True)
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install 'prune_explorer[{extra}]')",
+                    allow_module_level=True)
+
+
 def run_sh_overrides() -> dict:
     """The JupyterLab ``overrides.json`` that ``bash run.sh explore`` writes."""
     text = (pathlib.Path(__file__).resolve().parents[1] / "run.sh").read_text()

@@ -12,7 +12,7 @@ import torch
 
 import prune_explorer as tp
 from prune_explorer.viz.dot import idx_text
-from jupyter_harness import JupyterLab, browser, chromium_path, pe_classes
+from jupyter_harness import require_browser, JupyterLab, browser, pe_classes
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -20,10 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "out"
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
 
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (apt-get install chromium); the browser test needs "
-                "Debian's Chromium", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+require_browser("the browser test")
 tv = pytest.importorskip("torchvision")
 
 

@@ -512,14 +512,27 @@ def classic_random_prune(model, x, rng, n_layers, oracle=True, output_transform=
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     DG = tp.DependencyGraph().build_dependency(model, x, output_transform=output_transform,
                                                verbose=False)
-    checked = changed = 0
-    for layer in rng.sample(layers, min(n_layers, len(layers))):
+    checked = changed = refused = 0
+    order = rng.sample(layers, min(n_layers, len(layers)))
+    spare = [m for m in layers if all(m is not o for o in order)]
+    rng.shuffle(spare)
+    while order:
+        layer = order.pop(0)
         fn = tp.prune_conv if isinstance(layer, nn.Conv2d) else tp.prune_batchnorm
         ch = tp.utils.count_prunable_channels(layer)
         idxs = rng.sample(range(ch), min(ch // 2, 10))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            plan = DG.get_pruning_plan(layer, fn, idxs)
+            try:
+                plan = DG.get_pruning_plan(layer, fn, idxs)
+            except tp.PruneAllChannelsError:
+                # the coupling really takes every channel (ShuffleNet: a channel shuffle
+                # whose view needs equal halves, chained block after block): refused at
+                # planning, before anything changed; another layer is drawn instead
+                refused += 1
+                if spare and refused <= 3 * n_layers:
+                    order.append(spare.pop())
+                continue
         if any("output shape" in str(w.message) for w in caught):
             before = [t.shape for t in outputs_of(model, x)]
             plan.exec()

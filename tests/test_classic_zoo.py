@@ -28,16 +28,9 @@ def _names():
     return zoo_models.torchvision_names()
 
 
-@pytest.fixture
-def _asked_for(request):
-    markexpr = request.config.getoption("-m") or ""
-    if "slow" not in markexpr and os.environ.get("PE_ZOO", "") in ("", "0"):
-        pytest.skip("model zoo: run with `pytest -m slow` or PE_ZOO=1")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _names())
-def test_classic_random_layers(name, _asked_for):
+def test_classic_random_layers(name, zoo_asked_for):
     import torchvision
     from test_classic import classic_random_prune
     try:

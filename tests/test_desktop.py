@@ -5,7 +5,6 @@ and restore the drawn model. Ctrl-C stops the server. Saves out/desktop.png."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import re
 import socket
@@ -13,7 +12,7 @@ import sys
 
 import pytest
 
-from jupyter_harness import Served, browser, chromium_path, free_port, in_view, \
+from jupyter_harness import require_browser, Served, browser, free_port, in_view, \
     wait_for_plan_dom
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -21,13 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "out"
 
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (apt-get install chromium): the desktop explorer's "
-                "browser test needs Debian's Chromium", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if importlib.util.find_spec("voila") is None:
-    pytest.skip("voila is not installed (pip install 'prune_explorer[explorer]')",
-                allow_module_level=True)
+require_browser("the desktop explorer's browser test", "voila", "explorer")
 pytest.importorskip("torchvision")
 
 

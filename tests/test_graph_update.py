@@ -162,3 +162,34 @@ def test_undo_gives_back_the_graph_of_before(monkeypatch):
     DG.undo()
     assert DG.graph is graph and DG.dg is dg and len(traces) == 0
     DG.get_pruning_plan(model.layer1[0].conv1, tp.prune_conv, idxs=[2]).exec()
+
+
+class SavedStatistics(nn.Module):
+    """Ops with outputs nobody reads whose shapes still follow the channels: batch norm's
+    saved mean and inverse std (train mode), attention's logsumexp (per head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 1)
+        self.bn = nn.BatchNorm2d(12)
+        self.qkv = nn.Linear(12, 36)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        t = self.bn(self.conv(x)).flatten(2).transpose(1, 2)         # [1, 4, 12]: 4 tokens
+        q, k, v = self.qkv(t).reshape(1, 4, 3, -1, 4).permute(2, 0, 3, 1, 4)  # 3 heads of 4
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.head(o.transpose(1, 2).reshape(1, 4, -1))
+
+
+def test_outputs_nobody_reads_follow_in_the_projected_graph(monkeypatch):
+    model = SavedStatistics().train()
+    x = torch.randn(1, 3, 2, 2)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    traces = _count_traces(monkeypatch, DG)
+    DG.get_pruning_plan(model.conv, "out", [1, 6]).exec()  # the saved statistics: 10
+    DG.get_pruning_plan(model.qkv, "out", [4], policy="heads").exec()  # all of head 1
+    assert model.qkv.out_features == 24 and model.head.in_features == 8
+    DG.graph
+    assert len(traces) == 0
+    assert_same_graph(DG, tp.DependencyGraph().build_dependency(model, x))

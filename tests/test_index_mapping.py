@@ -134,3 +134,24 @@ def test_owner_maps_at_their_edges():
     assert im.identity_map(3).injective is True and m.injective is True
     rep = im.repeat_map(2, 2)
     assert rep.injective is False and rep.inverse(np.array([0, 2])).tolist() == [0]
+
+
+def test_identity_maps_pass_indices_through():
+    # an identity map (owner None) sends every index to itself, both ways
+    ident = im.identity_map(5)
+    assert ident.forward(np.array([1, 3])).tolist() == [1, 3]
+    assert ident.inverse(np.array([0, 4])).tolist() == [0, 4]
+    # a slice that keeps the whole dim (x[:, :], x[:, 0:6]) is that identity, not a copy map
+    for start, end in [(None, None), (0, 6), (0, None)]:
+        m = im.slice_map(6, start, end)
+        assert (m.size_a, m.size_b, m.owner) == (6, 6, None)
+        assert m.forward(np.array([2, 5])).tolist() == [2, 5]
+    # a step of 2 over the whole dim is not: out[i] <- in[2i]
+    assert im.slice_map(6, None, None, 2).owner.tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("a,b", [((2, 3), (2,)), ((2,), (2, 3)), ((4, 3), (12, 2))])
+def test_reshape_groups_refuses_different_element_counts(a, b):
+    # one side runs out of dims before the other: a clear ValueError, not an IndexError
+    with pytest.raises(ValueError, match="cannot reshape"):
+        im.reshape_groups(a, b)

@@ -258,3 +258,52 @@ def test_classic_customized_layer_example():
     plan.exec()
     assert model.customized_layer.in_dim == 253 and model.fc2.in_features == 253
     assert model(torch.randn(2, 128)).shape == (2, 10)
+
+
+def test_classic_group_prune_of_a_transposed_conv_drops_the_group_inputs():
+    # ConvTranspose2d(4, 8, groups=2): weight [in 4, out/groups 4, k, k]; group g reads inputs
+    # 2g..2g+1 and writes outputs 4g..4g+3. Output 5 is in group 1: rows 2, 3 of the weight go
+    conv = nn.ConvTranspose2d(4, 8, 3, groups=2)
+    w, b = conv.weight.detach().clone(), conv.bias.detach().clone()
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        y = conv(x)
+    _, removed = tp.prune_group_conv(conv, [5])
+    assert removed == 2 * 4 * 3 * 3 + 4
+    assert torch.equal(conv.weight, w[:2]) and torch.equal(conv.bias, b[:4])
+    assert (conv.groups, conv.in_channels, conv.out_channels) == (1, 2, 4)
+    with torch.no_grad():
+        assert torch.allclose(conv(x[:, :2]), y[:, :4], atol=1e-6)
+
+
+def test_classic_layernorm_without_affine_shrinks_its_shape_only():
+    ln = nn.LayerNorm(8, elementwise_affine=False)
+    copy, removed = tp.prune_layernorm(ln, [1, 2], inplace=False)
+    assert removed == 0 and copy is not ln
+    assert copy.normalized_shape == (6,) and ln.normalized_shape == (8,)
+    same, _ = tp.prune_layernorm(ln, [0])
+    assert same is ln and ln.normalized_shape == (7,)
+    # a dry run changes nothing and counts no parameters (there are none)
+    assert tp.prune_layernorm(ln, [0, 1], dry_run=True) == (ln, 0) and ln.normalized_shape == (7,)
+
+
+def test_classic_mha_head_pruning_is_in_place_by_default():
+    mha = nn.MultiheadAttention(8, 2)  # 2 heads of 4
+    w = mha.in_proj_weight.detach().clone()
+    same, removed = tp.prune_multihead_attention_heads(mha, [1])
+    assert same is mha and (mha.num_heads, mha.embed_dim, mha.head_dim) == (1, 4, 4)
+    # rows 4..7 of q, k and v go (12 of 24 rows), and columns 4..7 of what is left
+    keep = [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19]
+    assert torch.equal(mha.in_proj_weight, w[keep][:, :4])
+    # in_proj 24x8 -> 12x4, its bias 12, out_proj 8x8 -> 4x4 and its bias 4
+    assert removed == (192 - 48) + 12 + (64 - 16) + 4
+
+
+def test_classic_prune_parameter_defaults_to_rows_in_place():
+    p = nn.Parameter(torch.arange(12.0).view(4, 3))
+    same, removed = tp.prune_parameter(p, [1, 3])
+    assert same is p and removed == 6
+    assert p.tolist() == [[0.0, 1.0, 2.0], [6.0, 7.0, 8.0]]
+    # along another dim, and a dry run that only counts
+    _, removed = tp.prune_parameter(p, [0], dim=1, dry_run=True)
+    assert removed == 2 and p.shape == (2, 3)

@@ -5,13 +5,12 @@ its table (the DOM contract). Saves out/marimo.png."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 
 import pytest
 
-from jupyter_harness import Served, browser, chromium_path, free_port, in_view, \
+from jupyter_harness import require_browser, Served, browser, free_port, in_view, \
     wait_for_plan_dom
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -20,13 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "out"
 NOTEBOOK = ROOT / "notebooks" / "explore_marimo.py"
 
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (apt-get install chromium): the marimo browser test "
-                "needs Debian's Chromium", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if importlib.util.find_spec("marimo") is None:
-    pytest.skip("marimo is not installed (pip install 'prune_explorer[marimo]')",
-                allow_module_level=True)
+require_browser("the marimo browser test", "marimo", "marimo")
 tv = pytest.importorskip("torchvision")
 
 

@@ -192,3 +192,54 @@ def test_roll_along_channels_is_refused():
     DG = tp.DependencyGraph().build_dependency(model, X4)
     with pytest.raises(tp.UnsupportedOperationError, match="roll"):
         DG.get_pruning_plan("producer", "out", [1, 7])
+
+
+def test_glu_along_another_dim_keeps_the_channels():
+    # glu over the width halves it; the channel dim passes through unchanged
+    model = Sandwich(lambda s, h: F.glu(h, -1), conv2d(3, 8), conv2d(8, 2))
+    steps = run(model, X4, [1, 6])
+    assert steps["producer"] == [1, 6] and steps["consumer"] == [1, 6]
+
+
+def test_index_put_of_a_vector_into_the_rows_of_a_matrix():
+    # out = h.clone(); out[[0]] = p: p (8) fills row 0 of h (2 x 8), so p's entries are h's
+    # channels and are pruned with them
+    model = Sandwich(lambda s, h: h.index_put((torch.tensor([0]),), s.p), nn.Linear(3, 8),
+                     nn.Linear(8, 2), param=torch.randn(8))
+    p = model.p.detach().clone()
+    run(model, torch.randn(2, 3), [2, 5])
+    assert torch.equal(model.p, p[[0, 1, 3, 4, 6, 7]])
+
+
+def test_cat_skips_a_legacy_empty_vector():
+    # torch.cat accepts a 1-d empty tensor next to n-d ones (and ignores it)
+    model = Sandwich(lambda s, h: torch.cat([h, h.new_zeros(0)], 1), conv2d(), conv2d(8, 2))
+    steps = run(model, X4, [1, 6])
+    assert steps["producer"] == [1, 6] and steps["consumer"] == [1, 6]
+
+
+class LearnedQueries(nn.Module):
+    """3-d attention (no head dim) of 6 learned queries over the tokens, then a linear that
+    mixes the 6 query slots: the queries' rows are prunable channels of that linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(6, 8))
+        self.kv = nn.Linear(4, 16)
+        self.mix = nn.Linear(6, 2)
+
+    def forward(self, x):                                    # x: [B, 5, 4]
+        k, v = self.kv(x).chunk(2, -1)
+        q = self.queries.expand(x.shape[0], -1, -1)
+        o = F.scaled_dot_product_attention(q, k, v)          # [B, 6, 8]
+        return self.mix(o.transpose(1, 2))                   # [B, 8, 2]
+
+
+def test_attention_queries_are_rows_of_the_output():
+    model = LearnedQueries().eval()
+    x = torch.randn(2, 5, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    q = model.queries.detach().clone()
+    plan = DG.get_pruning_plan(model.mix, "in", [1, 4])
+    assert_matches_twin(model, plan, x)
+    assert torch.equal(model.queries, q[[0, 2, 3, 5]]) and model.mix.in_features == 4

@@ -17,7 +17,7 @@ import rule_coverage
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the files whose twin checks count (tests/test_ops_rules.py holds the models written for the
 # rules nothing else reached)
-EXERCISERS = ["test_ops.py", "test_ops_rules.py", "test_layers.py"]
+EXERCISERS = ["test_ops.py", "test_ops_rules.py", "test_layers.py", "test_realworld_ops.py"]
 
 
 @pytest.mark.slow

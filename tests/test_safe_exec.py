@@ -207,3 +207,92 @@ def test_outputs_whose_size_values_decide_are_not_held_to_the_traced_size():
     DG.get_pruning_plan(model.a, tp.prune_conv, idxs=[0]).exec()  # 36 kept before, 0 after
     assert [tuple(t.shape) for t in model(x)] == [(0,), (1, 2, 6, 6), (0, 2), (0, 3)]
     assert model.a.out_channels == 1
+
+
+class InsistsAfterAttention(nn.Module):
+    """nn.MultiheadAttention is pruned by its registry entry (an opaque layer, not tensor
+    cuts); the code after it refuses the new width, so the exec must undo that layer too."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        a, _ = self.attn(h, h, h)
+        assert a.shape[-1] == 8, "this model insists on 8 features"
+        return self.head(a)
+
+
+def test_a_failed_exec_restores_an_opaque_layer_bit_for_bit():
+    model = InsistsAfterAttention().eval()
+    x = torch.randn(2, 5, 4)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    before = snapshot(model)
+    params = dict(model.named_parameters())
+    plan = DG.get_pruning_plan(model.inp, "out", [0, 4])
+    assert "attn" in {s.target for s in plan.layer_steps}
+    with pytest.raises(tp.PlanExecutionError, match="restored unchanged.*insists on 8"):
+        plan.exec()
+    assert state_equal(snapshot(model), before)
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert (model.attn.embed_dim, model.attn.num_heads, model.attn.head_dim) == (8, 2, 4)
+    # the sizes of its own children (out_proj) come back too
+    assert (model.attn.out_proj.in_features, model.attn.out_proj.out_features) == (8, 8)
+
+
+class Gain(nn.Module):
+    """A user's layer pruned by its own function, with attribute names of one letter and
+    with ``_`` second (the snapshot keeps every public attribute, whatever its name)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.g_init = n, 1.0
+        self.gain = nn.Parameter(torch.linspace(1, 2, n))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+def prune_gain(layer, idxs, inplace=True, dry_run=False):
+    if dry_run:
+        return layer, len(idxs)
+    keep = [i for i in range(layer.n) if i not in idxs]
+    layer.n = len(keep)
+    del layer.g_init  # a prune function may drop attributes: a rollback brings them back
+    layer.gain = nn.Parameter(layer.gain.data[keep])
+    return layer, len(idxs)
+
+
+class WithGain(nn.Module):
+    def __init__(self, insist):
+        super().__init__()
+        self.insist = insist
+        self.inp, self.gain, self.head = nn.Linear(4, 8), Gain(8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.gain(self.inp(x))
+        assert not self.insist or h.shape[-1] == 8, "this model insists on 8 features"
+        return self.head(h)
+
+
+@pytest.mark.parametrize("insist", [False, True])
+def test_a_user_layer_is_pruned_or_restored_with_all_its_attributes(insist):
+    model = WithGain(insist).eval()
+    x = torch.randn(2, 4)
+    DG = tp.DependencyGraph()
+    DG.register_customized_layer(Gain, in_ch_pruning_fn=prune_gain, out_ch_pruning_fn=prune_gain,
+                                 get_in_ch_fn=lambda l: l.n, get_out_ch_fn=lambda l: l.n)
+    DG.build_dependency(model, x)
+    plan = DG.get_pruning_plan(model.inp, "out", [0, 4])
+    if not insist:
+        plan.exec()
+        assert model.gain.n == 6 and model.gain.gain.shape == (6,) and model(x).shape == (2, 3)
+        return
+    before = snapshot(model)
+    with pytest.raises(tp.PlanExecutionError, match="restored unchanged.*insists on 8"):
+        plan.exec()
+    assert state_equal(snapshot(model), before)
+    assert (model.gain.n, model.gain.g_init) == (8, 1.0)

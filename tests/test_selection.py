@@ -272,3 +272,30 @@ def test_global_ranking_normalises_each_group_by_its_mean():
     x = torch.randn(1, 1, 2, 2)
     r = tp.prune_model(model, x, amount=0.5, global_pruning=True, dry_run=True)
     assert picks(r) == {"conv_a": [0, 1, 2], "conv_b": [1, 3, 5]}
+
+
+# --- the classic strategy objects (tp.strategy.L1Strategy()(weight, amount=...)) -------------
+def test_classic_strategy_l1_and_l2_rank_rows_differently():
+    from prune_explorer.strategy import L1Strategy, L2Strategy
+    # row 0 = [3, 0]: L1 3, L2 3; row 1 = [2, 2]: L1 4, L2 sqrt(8) ~ 2.83
+    w = torch.tensor([[3.0, 0.0], [2.0, 2.0]])
+    assert L1Strategy()(w, amount=1) == [0]
+    assert L2Strategy()(w, amount=1) == [1]
+
+
+def test_classic_strategy_amounts_and_rounding():
+    from prune_explorer.strategy import L1Strategy, resolve_amount
+    w = torch.arange(1.0, 11.0).view(10, 1)  # row i has norm i + 1: the lowest go first
+    assert L1Strategy().apply(w, amount=0.3) == [0, 1, 2]  # no rounding unless asked
+    assert L1Strategy().apply(w, amount=1) == [0]  # an int is a count: one channel
+    assert L1Strategy().apply(w, amount=0.3, round_to=4) == [0, 1]  # 8 left, a multiple of 4
+    # round_to as large as the layer: no multiple of 4 below 4 channels, so nothing goes
+    assert resolve_amount(1, 4, round_to=4) == 0
+    assert L1Strategy().apply(w[:4], amount=0.5, round_to=4) == []
+
+
+def test_classic_strategy_ties_go_to_the_lower_index():
+    from prune_explorer.strategy import L1Strategy
+    w = torch.ones(10, 3)
+    w[7] = 0.5
+    assert L1Strategy()(w, amount=4) == [0, 1, 2, 7]

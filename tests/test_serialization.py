@@ -291,3 +291,14 @@ def test_history_where_a_size_is_rederived_after_an_int_update(tmp_path):
     DG.get_pruning_plan("fc", "out", [1]).exec()
     loaded = assert_round_trip(model, Tokens, x, tmp_path / "t")
     assert (loaded.fc.in_features, loaded.fc.out_features) == (3, 3)
+
+
+def test_history_keeps_at_most_4096_indices_of_a_plan():
+    from types import SimpleNamespace
+    from prune_explorer.execution import record_history
+    plan = SimpleNamespace(root="fc", side="out", idxs=range(5000), params_removed=1,
+                           macs_removed=2, actions=SimpleNamespace(to_dict=lambda: {}))
+    model = nn.Linear(2, 2)
+    record_history(model, plan)
+    [entry] = tp.history_of(model)
+    assert entry["idxs"] == list(range(4096)) and entry["kind"] == "plan"

@@ -118,7 +118,7 @@ def test_attention_rules_match_the_kernels():
 
 
 def _same_trace(model, x):
-    known = tp.DependencyGraph()._prunes_itself
+    known = tp.DependencyGraph().prunes_itself
     a = tracing.trace(model, x, REGISTRY.is_opaque, shape_only=True, is_known=known)
     b = tracing.trace(model, x, REGISTRY.is_opaque, shape_only=False, is_known=known)
     assert a.nodes == b.nodes

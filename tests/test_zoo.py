@@ -25,17 +25,10 @@ def _names():
     return zoo_models.torchvision_names()
 
 
-@pytest.fixture
-def _asked_for(request):
-    markexpr = request.config.getoption("-m") or ""
-    if "slow" not in markexpr and os.environ.get("PE_ZOO", "") in ("", "0"):
-        pytest.skip("model zoo: run with `pytest -m slow` or PE_ZOO=1")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT + 60)
 @pytest.mark.parametrize("name", _names())
-def test_torchvision_zoo(name, _asked_for):
+def test_torchvision_zoo(name, zoo_asked_for):
     import zoo
     r = zoo.run_one("torchvision", name, "ours", TIMEOUT, use_cache=False)
     if r["status"] == "giant":
