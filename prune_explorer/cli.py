@@ -19,6 +19,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -441,6 +442,10 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_explore(args) -> int:
     from .widget import app
     try:
@@ -460,12 +465,17 @@ def cmd_explore(args) -> int:
         where = f"opened in {how}" if how else "open it in a browser"
         print(f"prune-explorer: the explorer on {args.model} is at {server.url} ({where}; "
               f"the page builds the model, then shows it). Ctrl-C stops it.", flush=True)
+        # ``kill`` (SIGTERM) stops it as Ctrl-C does: Voilà runs in a session of its own and
+        # would outlive a CLI that just died
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while server.proc.poll() is None:
                 time.sleep(0.3)
         except KeyboardInterrupt:
             print("prune-explorer: stopping", file=sys.stderr, flush=True)
             return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         raise CLIError(f"Voilà stopped unexpectedly: {server.log_tail(1)}")
 
 

@@ -51,6 +51,10 @@ def require_browser(what: str, module: str | None = None, extra: str | None = No
                     allow_module_level=True)
 
 
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_sh_overrides() -> dict:
     """The JupyterLab ``overrides.json`` that ``bash run.sh explore`` writes."""
     text = (pathlib.Path(__file__).resolve().parents[1] / "run.sh").read_text()
@@ -218,8 +222,11 @@ class Served:
     def __enter__(self) -> "Served":
         import threading
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+        # as from a terminal: Ctrl-C (SIGINT) at its default, even when the test run itself was
+        # started in the background (``cmd &`` ignores SIGINT, and children inherit that)
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, cwd=self.cwd, env=env, start_new_session=True)
+                                     text=True, cwd=self.cwd, env=env, start_new_session=True,
+                                     preexec_fn=_terminal_signals)
         found = threading.Event()
 
         def read():

@@ -99,3 +99,18 @@ def test_desktop_explorer_click_commit_undo(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert re.search(r"Ctrl-C stops it", app.log())
     assert not errors, errors
+
+
+def test_kill_stops_voila_too(tmp_path):
+    """``kill`` (SIGTERM) on the CLI stops the Voilà server it started (which runs in a session
+    of its own): nothing keeps serving on the port. Before, Voilà outlived the CLI."""
+    import signal
+    port = free_port()
+    cmd = [sys.executable, "-m", "prune_explorer.cli", "explore", "torchvision:resnet18",
+           "--no-browser", "--port", str(port)]
+    with Served(cmd, url_pattern=r"(http://127\.0\.0\.1:\d+/\?token=\S+)", cwd=tmp_path) as app:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # Voilà answers
+        app.proc.send_signal(signal.SIGTERM)
+        assert app.proc.wait(timeout=60) == 0, app.log()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
