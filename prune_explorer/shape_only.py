@@ -113,16 +113,6 @@ def _mm(args, kwargs):
     return _new((a.shape[0], b.shape[1]), a)
 
 
-def _addmm(args, kwargs):
-    if len(args) != 3 or any(k not in ("beta", "alpha") for k in kwargs):
-        return None
-    bias, a, b = args
-    out = _mm((a, b), {})
-    if out is None or not _broadcasts(bias.shape, out.shape):
-        return None
-    return out
-
-
 def _bmm(args, kwargs):
     if kwargs or len(args) != 2:
         return None
@@ -132,14 +122,20 @@ def _bmm(args, kwargs):
     return _new((a.shape[0], a.shape[1], b.shape[2]), a)
 
 
-def _baddbmm(args, kwargs):
-    if len(args) != 3 or any(k not in ("beta", "alpha") for k in kwargs):
-        return None
-    bias, a, b = args
-    out = _bmm((a, b), {})
-    if out is None or not _broadcasts(bias.shape, out.shape):
-        return None
-    return out
+def _plus_bias(product):
+    """addmm / baddbmm: ``beta * bias + alpha * product(a, b)``, shaped as the product."""
+    def rule(args, kwargs):
+        if len(args) != 3 or any(k not in ("beta", "alpha") for k in kwargs):
+            return None
+        bias, a, b = args
+        out = product((a, b), {})
+        if out is None or not _broadcasts(bias.shape, out.shape):
+            return None
+        return out
+    return rule
+
+
+_addmm, _baddbmm = _plus_bias(_mm), _plus_bias(_bmm)
 
 
 def _broadcasts(small, big) -> bool:
