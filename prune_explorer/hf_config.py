@@ -88,17 +88,21 @@ def _shallow(config):
     return c
 
 
+def _first_mismatch(got: Shapes, target: Shapes):
+    """(name, target shape, built shape or None) of the first tensor the build got wrong."""
+    return next(((n, s, got.get(n)) for n, s in target.items() if got.get(n) != s), None)
+
+
 def _verify(config, edits: dict, target: Shapes, build) -> None:
     """The full model built from the edited config has exactly the pruned shapes."""
     got = build(_validated(config, edits))
-    for n, s in target.items():
-        if got.get(n) != s:
-            have = got.get(n)
-            raise ConfigError(
-                f"the edited config.json ({_describe(edits)}) gives {n} the shape "
-                f"{list(have) if have else '(none)'}, the pruned model has {list(s)}: the "
-                f"layers are not pruned alike; prune with uniform=False and rebuild with "
-                f"tp.load")
+    bad = _first_mismatch(got, target)
+    if bad:
+        n, s, have = bad
+        raise ConfigError(
+            f"the edited config.json ({_describe(edits)}) gives {n} the shape "
+            f"{list(have) if have else '(none)'}, the pruned model has {list(s)}: the "
+            f"layers are not pruned alike; prune with uniform=False and rebuild with tp.load")
 
 
 def _solve(config, target: Shapes, policy: str, build) -> dict[str, int]:
@@ -158,13 +162,13 @@ def _solve(config, target: Shapes, policy: str, build) -> dict[str, int]:
         got = build(edited)
     except Exception as exc:
         raise ConfigError(f"config.json edited as {edits} does not build: {exc}") from None
-    for n, s in target.items():
-        if got.get(n) != s:
-            have = got.get(n)
-            raise ConfigError(
-                f"no edit of config.json gives the pruned {n} shape {list(s)} (the closest, "
-                f"{_describe(edits)}, gives {list(have) if have else 'no such tensor'}): "
-                f"{_why(n, s, base[n], changed, effects)}")
+    bad = _first_mismatch(got, target)
+    if bad:
+        n, s, have = bad
+        raise ConfigError(
+            f"no edit of config.json gives the pruned {n} shape {list(s)} (the closest, "
+            f"{_describe(edits)}, gives {list(have) if have else 'no such tensor'}): "
+            f"{_why(n, s, base[n], changed, effects)}")
     # fields that were None and are still derivable to the same value need not be written
     return {k: v for k, v in edits.items() if fields[k] is not None or v != values[k]
             or _matters(config, k, v, build, got)}
