@@ -55,6 +55,7 @@ class DependencyGraph(ClassicGraphAPI):
         self._executed: list[PruningPlan] = []
         self._watch: _Watch | None = None  # what check_fresh compares, see _tensor_watch
         self._modules_by_name: dict[str, nn.Module] = {}
+        self._name_of_module: dict[int, str] = {}
 
     def __deepcopy__(self, memo):
         """A copy on a copy of the model, traced afresh (a graph refers to tensors by id)."""
@@ -136,6 +137,9 @@ class DependencyGraph(ClassicGraphAPI):
         """One pass over the modules: each tensor's canonical name (the first it is reached
         by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
         self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
+        self._name_of_module: dict[int, str] = {}
+        for mname, m in self.model.named_modules():
+            self._name_of_module.setdefault(id(m), mname)
         param_name: dict[int, str] = {}
         buffer_name: dict[int, str] = {}
         held: list[tuple[str, str, int]] = []
@@ -232,6 +236,8 @@ class DependencyGraph(ClassicGraphAPI):
     def module_name(self, module: nn.Module | str) -> str:
         self._require_built()
         if isinstance(module, str):
+            if module in self._modules_by_name:
+                return module
             try:
                 self.model.get_submodule(module)
             except AttributeError:
@@ -239,6 +245,9 @@ class DependencyGraph(ClassicGraphAPI):
                     f"{module!r} is not a module of this model; names look like "
                     f"{_examples(self.model)}") from None
             return module
+        name = self._name_of_module.get(id(module))
+        if name is not None and self._modules_by_name.get(name) is module:
+            return name
         for name, m in self.model.named_modules():
             if m is module:
                 return name

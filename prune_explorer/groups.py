@@ -432,7 +432,7 @@ def unit_importance(dg: "TracedView", group: Group, units: list[np.ndarray],
     G = dg.dg
     n = len(units)
     totals = np.zeros(n)
-    singletons = all(len(u) == 1 for u in units)
+    singletons = n == group.size  # units partition the channels: one channel each
     per_vertex_scores: dict[int, np.ndarray] = {}
     for v in group.members:
         key = G.key[v]

@@ -228,9 +228,10 @@ class PlanBuilder:
 
     def _finish_steps(self, steps, cuts, macs_gone, opaque_params):
         G, cl, graph = self.G, self.cl, self.graph
+        position = {v: i for i, v in enumerate(cl.order)}
         ordered = sorted(steps.items(), key=lambda kv: (
             0 if kv[1]["module"] == self.root and kv[1]["kind"] != "pass" else 1, kv[1]["rank"],
-            cl.order.index(kv[1]["anchor"]) if len(cl.order) < 5000 else 0))
+            position[kv[1]["anchor"]]))
         fn_of_key: dict[tuple, str] = {}
         node_step: dict[str, tuple] = {}
         counted: dict[str, dict[int, int]] = {}  # tensor -> dims already counted by a step

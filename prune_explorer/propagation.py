@@ -41,11 +41,11 @@ class Closure:
 
     def pruned(self, v: int) -> np.ndarray:
         m = self.masks.get(v)
-        return np.zeros(0, dtype=im.INDEX) if m is None else np.nonzero(m)[0].astype(im.INDEX)
+        return np.zeros(0, dtype=im.INDEX) if m is None else np.flatnonzero(m)
 
     def count(self, v: int) -> int:
         m = self.masks.get(v)
-        return 0 if m is None else int(m.sum())
+        return 0 if m is None else int(np.count_nonzero(m))
 
     def path(self, v: int) -> list[tuple[int, int]]:
         """(vertex, relation) steps from the seed to ``v``."""
@@ -74,39 +74,47 @@ def close(dg: DimGraph, seeds: dict[int, np.ndarray], *, allow_output_change: bo
     masks = cl.masks
     queue: deque = deque()
 
+    order, parents = cl.order, cl.parent
+
     def add(v: int, idxs: np.ndarray, parent) -> None:
-        if len(idxs) == 0:
+        if not len(idxs):
             return
         m = masks.get(v)
-        if m is None:
+        if m is None:  # first visit: every index is new (idxs are unique)
             m = masks[v] = np.zeros(size[v], dtype=bool)
-            cl.order.append(v)
-            cl.parent[v] = parent
+            order.append(v)
+            parents[v] = parent
+            m[idxs] = True
+            queue.append((v, idxs))
+            return
         new = idxs[~m[idxs]]
         if len(new):
             m[new] = True
             queue.append((v, new))
 
     for v, idxs in seeds.items():
-        add(v, np.asarray(idxs, dtype=im.INDEX), None)
+        add(v, np.unique(np.asarray(idxs, dtype=im.INDEX)), None)
 
     steps = 0
     fixed = dg.fixed
+    adj, rels = dg.adj, dg.rels
     while queue:
         steps += 1
         if steps > max_steps:  # pragma: no cover - a safety net, never seen
             cl.problems.append(Problem("too-large", None, "the plan did not converge"))
             break
         v, delta = queue.popleft()
-        for ri in dg.adj[v]:
-            rel = dg.rels[ri]
-            if isinstance(rel, MapRel):
-                if rel.owner is None:
+        for ri in adj[v]:
+            rel = rels[ri]
+            if type(rel) is MapRel:
+                owner = rel.owner
+                if owner is None:
                     add(rel.b if rel.a == v else rel.a, delta, (v, ri))
-                elif rel.a == v:
-                    add(rel.b, rel.owner.forward(delta), (v, ri))
-                if rel.owner is not None and rel.b == v:
-                    add(rel.a, rel.owner.inverse(delta), (v, ri))
+                else:
+                    if rel.a == v:
+                        add(rel.b, owner.forward(delta), (v, ri))
+                    if rel.b == v:
+                        add(rel.a, owner.inverse(delta), (v, ri))
             elif isinstance(rel, BlockRel):
                 _apply_block(dg, rel, ri, v, masks, add, fixed, cl, policy)
             elif isinstance(rel, AbsorbRel):
@@ -165,16 +173,15 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
     outputs = set(graph.fixed_outputs)
     for v in cl.order:
         m = cl.masks[v]
-        n = int(m.sum())
+        n = int(np.count_nonzero(m))
         if n == 0:
             continue
         key = dg.key[v]
-        label = describe_vertex(dg, v)
         if n >= dg.size[v]:
             cl.problems.append(Problem(
                 "all-channels", _owner_node(dg, v),
-                f"the plan would remove all {dg.size[v]} entries of {label}; prune fewer "
-                f"channels so that every coupled layer keeps at least one", v))
+                f"the plan would remove all {dg.size[v]} entries of {describe_vertex(dg, v)}; "
+                f"prune fewer channels so that every coupled layer keeps at least one", v))
         if key[0] == "virtual":
             continue
         value = graph.values[key[0]]
@@ -207,7 +214,7 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 op = _op_name(dg, dg.producer_call.get(value.id))
                 cl.problems.append(Problem(
                     "unsupported-op", producer,
-                    f"{producer} ({op}) produces {label}, and prune_explorer cannot shrink "
+                    f"{producer} ({op}) produces {describe_vertex(dg, v)}, and prune_explorer cannot shrink "
                     f"its output along dim {key[1]} (it does not come from pruned channels)", v))
                 continue
         for reader in dg.readers.get(value.id, ()):
@@ -217,7 +224,7 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 op = _op_name(dg, reader)
                 cl.problems.append(Problem(
                     "unsupported-op", reader[0],
-                    f"{reader[0]} ({op}) reads {label} and prune_explorer does not know how "
+                    f"{reader[0]} ({op}) reads {describe_vertex(dg, v)} and prune_explorer does not know how "
                     f"channels along dim {key[1]} map through {op}; add it to ignored_layers "
                     f"or register a rule for it", v))
                 break

@@ -88,12 +88,15 @@ def select_units(units: list[np.ndarray], scores: np.ndarray, amount: float,
                  round_to: int | None, size: int) -> list[int]:
     """The lowest-scored units adding up to ``amount`` of the channels (never more), leaving
     a multiple of ``round_to`` and at least one unit."""
-    sizes = [len(u) for u in units]
     target = int(amount * size)
     if round_to and round_to > 1:
         target = im.round_remaining(size, target, round_to)
+    order = np.lexsort((np.arange(len(units)), scores))
+    if len(units) == size:  # one channel per unit: the ``target`` lowest, one unit kept
+        return order[:max(0, min(target, size - 1))].tolist()
+    sizes = [len(u) for u in units]
     chosen, total = [], 0
-    for k in np.lexsort((np.arange(len(units)), scores)):
+    for k in order:
         if len(chosen) >= len(units) - 1 or total >= target:
             break
         if total + sizes[k] <= target:
@@ -192,37 +195,27 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     else:
         chosen = [select_units(u, s, amount, round_to, g.size) for g, u, s in candidates]
 
-    active: list[tuple[Group, np.ndarray, set[str]]] = []
-    for (g, units, scores), pick in zip(candidates, chosen):
-        if not pick:
-            continue
-        idxs = np.unique(np.concatenate([units[k] for k in pick]))
-        cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
-        while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
-            pick = _back_off(DG, g, units, scores, pick, cl.problems[0], amount)
-            idxs = np.unique(np.concatenate([units[k] for k in pick]))
-            cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
-        if cl.problems:
-            skipped.append((g.root, cl.problems[0].message))
-            continue
-        active.append((g, idxs, _closure_nodes(DG, cl), {v for v in cl.order if cl.count(v)}))
+    picks = [(g, units, scores, pick) for (g, units, scores), pick in zip(candidates, chosen)
+             if pick]
+    active, combined = _select_all(DG, picks, skipped, amount, policy)
 
     if dry_run:
         plan = None
-        combined = _combined_closure(DG, active, skipped, policy)
+        if combined is None:
+            combined = _combined_closure(DG, active, skipped, policy)
         if combined is not None:
-            seeds = {g.vertex: idxs for g, idxs, _n, _v in active}
+            seeds = {g.vertex: idxs for g, idxs in active}
             plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
                                       closure=combined, groups=len(seeds))
         results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs],
-                               g.layers) for g, idxs, _n, _v in active]
+                               g.layers) for g, idxs in active]
         removed = plan.params_removed if plan else 0
         return PruneReport(params_before, params_before - removed, macs_before,
                            macs_before - (plan.macs_removed if plan else 0), results, skipped,
                            plan)
-    plan = _execute_groups(DG, active, skipped, policy)
+    plan = _execute_groups(DG, active, skipped, policy, combined)
     results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs], g.layers)
-               for g, idxs, _n, _v in active]
+               for g, idxs in active]
     if plan is not None:
         from .execution import HISTORY_ATTR
         history = model.__dict__.get(HISTORY_ATTR)
@@ -237,6 +230,56 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
     if verbose:
         print(report)
     return report
+
+
+class _Selected:
+    """One group's selection. Its own closure (which layers and vertices it reaches) is
+    computed only when a combined plan has to be narrowed down to the groups involved."""
+
+    __slots__ = ("group", "idxs", "_cl", "_dg")
+
+    def __init__(self, DG: DependencyGraph, group: Group, idxs: np.ndarray, cl=None):
+        self.group, self.idxs, self._cl, self._dg = group, idxs, cl, DG
+
+    def __iter__(self):  # (group, idxs), as the results read it
+        return iter((self.group, self.idxs))
+
+    def closure(self, policy: str):
+        if self._cl is None:
+            self._cl = close(self._dg.dg, {self.group.vertex: self.idxs}, policy=policy)
+        return self._cl
+
+    def nodes(self, policy: str) -> set[str]:
+        return _closure_nodes(self._dg, self.closure(policy))
+
+    def vertices(self, policy: str) -> set[int]:
+        cl = self.closure(policy)
+        return {v for v in cl.order if cl.count(v)}
+
+
+def _select_all(DG: DependencyGraph, picks: list, skipped: list, amount: float, policy: str):
+    """Every group's selection, and their combined closure when it needs no change. Usually
+    all selections close together without a problem: one closure decides. Otherwise each
+    group is closed alone, backs off where it empties a coupled layer, and the combined
+    closure is taken again later (``_combined_closure``)."""
+    selected = [(g, units, scores, pick, np.unique(np.concatenate([units[k] for k in pick])))
+                for g, units, scores, pick in picks]
+    if selected:
+        combined = close(DG.dg, {s[0].vertex: s[4] for s in selected}, policy=policy)
+        if not combined.problems:
+            return [_Selected(DG, g, idxs) for g, _u, _s, _p, idxs in selected], combined
+    active = []
+    for g, units, scores, pick, idxs in selected:
+        cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
+        while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
+            pick = _back_off(DG, g, units, scores, pick, cl.problems[0], amount)
+            idxs = np.unique(np.concatenate([units[k] for k in pick]))
+            cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
+        if cl.problems:
+            skipped.append((g.root, cl.problems[0].message))
+            continue
+        active.append(_Selected(DG, g, idxs, cl))
+    return active, None
 
 
 def _back_off(DG: DependencyGraph, g: Group, units, scores, pick: list[int], problem,
@@ -290,19 +333,20 @@ def _combined_closure(DG: DependencyGraph, active: list, skipped: list, policy: 
     each other through shared reshapes (ShuffleNet's shuffles and chunks): drop the latest
     group involved in a problem until none is left."""
     while active:
-        seeds = {a[0].vertex: a[1] for a in active}
+        seeds = {a.group.vertex: a.idxs for a in active}
         combined = close(DG.dg, seeds, policy=policy)
         if not combined.problems:
             return combined
         problem = combined.problems[0]
-        involved = [a for a in active if problem.vertex in a[3]] or active[-1:]
+        involved = [a for a in active if problem.vertex in a.vertices(policy)] or active[-1:]
         victim = involved[-1]
         active.remove(victim)
-        skipped.append((victim[0].root, f"together with other groups: {problem.message}"))
+        skipped.append((victim.group.root, f"together with other groups: {problem.message}"))
     return None
 
 
-def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: str):
+def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: str,
+                    combined=None):
     """Execute all groups as one plan. If the model's own code breaks on the new sizes (a
     reshape to a size fixed in Python), drop the groups that touch the failing module (and,
     the first time, those touching suspect nodes in modules of the same class: the same code
@@ -310,10 +354,11 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
     from .errors import PlanExecutionError
     first_failure = True
     while active:
-        combined = _combined_closure(DG, active, skipped, policy)
         if combined is None:
-            return None
-        seeds = {a[0].vertex: a[1] for a in active}
+            combined = _combined_closure(DG, active, skipped, policy)
+            if combined is None:
+                return None
+        seeds = {a.group.vertex: a.idxs for a in active}
         plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
                                   closure=combined, policy=policy, groups=len(seeds))
         try:
@@ -332,19 +377,20 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
                 return any(w == where_scope or w.startswith(where_scope + ".")
                            for w in where if w)
 
-            bad = [a for a in active if any(inside(n, scope) for n in a[2])]
+            combined = None  # the groups change: closed again
+            bad = [a for a in active if any(inside(n, scope) for n in a.nodes(policy))]
             if first_failure and scope:
                 first_failure = False
                 cls = type(DG.model.get_submodule(scope))
                 alike = {n for n in plan.suspect_nodes
                          if _scope_class(DG, DG._graph.nodes[n].scope) is cls}
-                bad += [a for a in active if a not in bad and a[2] & alike]
+                bad += [a for a in active if a not in bad and a.nodes(policy) & alike]
             if not bad:
                 raise
             reason = str(exc.__cause__).split(":", 1)[-1].strip()
             for a in bad:
                 active.remove(a)
-                skipped.append((a[0].root, f"the model's code breaks on the new size at {scope}:"
+                skipped.append((a.group.root, f"the model's code breaks on the new size at {scope}:"
                                 f" {reason[:160]}"))
     return None
 
