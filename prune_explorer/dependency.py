@@ -137,13 +137,12 @@ class DependencyGraph(ClassicGraphAPI):
         """One pass over the modules: each tensor's canonical name (the first it is reached
         by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
         self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
-        self._name_of_module: dict[int, str] = {}
-        for mname, m in self.model.named_modules():
-            self._name_of_module.setdefault(id(m), mname)
+        self._name_of_module = name_of = {}
         param_name: dict[int, str] = {}
         buffer_name: dict[int, str] = {}
         held: list[tuple[str, str, int]] = []
         for mname, m in self.model.named_modules():
+            name_of[id(m)] = mname
             prefix = mname + "." if mname else ""
             for attr, t in m._parameters.items():
                 if t is not None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .plan import Actions, PruningPlan
-from .pruners import prune_tensor, sync_layer
+from .pruners import keep_index, prune_tensor, sync_layer
 from .module_state import cache_dicts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,8 +121,14 @@ class Snapshot:
 def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry") -> None:
     """Perform a plan's actions on ``model`` (no validation, no rollback: see ``execute``)."""
     mods = _Modules(model)
+    kept: dict[tuple, torch.Tensor] = {}  # a conv's rows, its norm's four vectors: one index
     for name, dim, idxs in actions.cuts:
-        prune_tensor(mods.tensor(name), dim, idxs)
+        t = mods.tensor(name)
+        key = (t.shape[dim], t.device, tuple(idxs))
+        keep = kept.get(key)
+        if keep is None:
+            keep = kept[key] = keep_index(t.shape[dim], idxs, t.device)
+        prune_tensor(t, dim, idxs, keep)
     for mname, attr, removed in actions.counts:
         m = mods.module(mname)
         setattr(m, attr, getattr(m, attr) - removed)

@@ -162,7 +162,15 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
     G = dg.dg
     size = G.size[root]
     group = Group(name, root, size, [])
-    units, touched = compute_units(dg, group, policy, with_touched=True)
+    # every channel but one: removing *all* of them at once would also empty the dims a
+    # reshape merged them with (InstanceNorm's view(1, B * C, H, W) takes the batch along,
+    # and with it every other group), which no selection does: one unit always stays
+    all_but_one = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
+                        policy=policy)
+    if _one_channel_units(all_but_one, root, size):
+        units, touched = list(np.arange(size, dtype=im.INDEX).reshape(-1, 1)), None
+    else:
+        units, touched = compute_units(dg, group, policy, with_touched=True)
     if touched is not None:
         # whole heads, group slots: the members are what the units reach, and the group is
         # judged by what one unit does (removing *every* channel at once widens through
@@ -170,11 +178,7 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
         members = list(touched)
         probe = close(G, {root: units[0]}, policy=policy)
     else:
-        # every channel but one: removing *all* of them at once would also empty the dims a
-        # reshape merged them with (InstanceNorm's view(1, B * C, H, W) takes the batch along,
-        # and with it every other group), which no selection does: one unit always stays
-        probe = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
-                      policy=policy)
+        probe = all_but_one
         members = [v for v in probe.order if probe.count(v)]
     group.members = members
     group.units = units
@@ -328,6 +332,23 @@ def compute_units(dg: "TracedView", group: Group, policy: str = "heads",
     if remaining.any():
         units.extend(np.array([i], dtype=im.INDEX) for i in np.nonzero(remaining)[0])
     return (units, touched) if with_touched else units
+
+
+def _one_channel_units(cl: Closure, root: int, size: int) -> bool:
+    """Is every channel a unit of its own, judged from the closure of all channels but the
+    first? Channels are tied only through a reshape or a many-to-one map: where the closure
+    met neither, left the first channel alone and refused nothing, each channel closes to
+    itself. (Anything else is decided channel by channel in ``compute_units``.)"""
+    if size < 2 or cl.expanded or cl.count(root) != size - 1 or cl.masks[root][0] or any(
+            p.kind != "all-channels" for p in cl.problems):
+        return False
+    for v in cl.order:
+        for ri in cl.dg.adj[v]:
+            rel = cl.dg.rels[ri]
+            if not isinstance(rel, MapRel) or (rel.owner is not None and
+                                               not rel.owner.injective):
+                return False
+    return True
 
 
 def _repeats(cl: Closure) -> bool:
@@ -511,8 +532,10 @@ def propagate_labels(dg: "TracedView", group: Group) -> dict[int, np.ndarray]:
                 updates.extend(_block_labels(G, rel, labels, members))
             for other, new in updates:
                 cur = labels.get(other)
-                if cur is None:
-                    cur = labels[other] = np.full(G.size[other], -1, dtype=im.INDEX)
+                if cur is None:  # first label: all of ``new`` (its own copy, filled later)
+                    labels[other] = np.array(new, dtype=im.INDEX)
+                    queue.append(other)
+                    continue
                 fill = (cur < 0) & (new >= 0)
                 if fill.any():
                     cur[fill] = new[fill]

@@ -21,6 +21,25 @@ ROLE_IN = "in"  # input channels pruned (weight columns)
 ROLE_PASS = "pass"  # an op the channels flow through
 
 
+class _Deferred:
+    """A Step field that may be given as a function, called on first read: a whole-model
+    plan has hundreds of steps whose explanations nobody may read."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return ""  # the dataclass default
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class Step:
     target: str  # module name, parameter name, or op node id
@@ -29,9 +48,9 @@ class Step:
     idxs: list[int]
     params: int = 0  # parameters this step removes
     macs: int = 0  # MACs this step removes
-    trigger: str = ""  # fn of the step that led here
-    why: str = ""
-    module_repr: str = ""
+    trigger: str = _Deferred()  # fn of the step that led here
+    why: str = _Deferred()  # in words, how this step is coupled to the root
+    module_repr: str = _Deferred()
     nodes: tuple[str, ...] = ()  # graph nodes this step highlights
     role: str = ROLE_PASS
 
@@ -120,11 +139,22 @@ class PruningPlan:
         self.params_removed = params_removed
         self.macs_removed = macs_removed
         self.problems = problems
-        self.highlighted = highlighted
+        self._highlighted = highlighted
         self.groups = groups
         self.executed = False
         for s in steps:
             s._plan = self  # for the classic view of a step (dep.broken_node.module)
+
+    @property
+    def highlighted(self) -> dict[str, dict]:
+        """Graph node -> {"role", "idxs", "why", "fn", "step"} of the step it is shown with
+        (the step whose role ranks first: root, out, in, pass)."""
+        h = self._highlighted
+        if h and isinstance(next(iter(h.values())), int):
+            h = self._highlighted = {
+                n: {"role": s.role, "idxs": s.idxs, "why": s.why, "fn": s.fn, "step": i}
+                for n, i in h.items() for s in (self.steps[i],)}
+        return h
 
     # classic API ------------------------------------------------------------------------------
     @property

@@ -233,10 +233,11 @@ class PlanBuilder:
             0 if kv[1]["module"] == self.root and kv[1]["kind"] != "pass" else 1, kv[1]["rank"],
             position[kv[1]["anchor"]]))
         fn_of_key: dict[tuple, str] = {}
+        index_of_key: dict[tuple, int] = {}
         node_step: dict[str, tuple] = {}
         counted: dict[str, dict[int, int]] = {}  # tensor -> dims already counted by a step
         result: list[Step] = []
-        highlighted: dict[str, dict] = {}
+        highlighted: dict[str, int] = {}  # node -> index of the step it is shown with
         for key, s in ordered:
             kind, target = s["kind"], s["module"]
             if kind == "pass":
@@ -255,32 +256,35 @@ class PlanBuilder:
                 for tname, _d in s["cuts"]:
                     for owner, _a in G.owners_of(tname):
                         nodes += tuple(n for n in graph.module_nodes.get(owner, ()) if n not in nodes)
-                fn, module_repr = _classic_fn(spec, m, kind), _short(m)
+                fn, module_repr = _classic_fn(spec, m, kind), _deferred(_short, m)
                 if kind == "opaque":
                     params = opaque_params.get(target, 0)
                 else:
                     params = self._step_params(s["cuts"], cuts, counted)
+            index = len(result)
             fn_of_key[key] = fn
+            index_of_key[key] = index
             for n in nodes:
                 node_step.setdefault(n, key)
-            v = s["anchor"]
             is_root = target == self.root and kind != "pass" and not result
             role = ROLE_ROOT if is_root else {"out": ROLE_OUT, "in": ROLE_IN, "opaque": ROLE_OUT,
                                               "param": ROLE_OUT}.get(kind, ROLE_PASS)
-            trigger = self.trigger if is_root else self._trigger(v, key, fn_of_key, node_step)
-            why = "the root of the plan" if is_root else explain(
-                cl, v, self.root, set(nodes), kind, module_repr)
             macs = sum(macs_gone.pop(n, 0) for n in nodes) if kind != "pass" else sum(
                 macs_gone.pop(n, 0) for n in nodes if graph.nodes[n].kind == NODE_OP)
             st = Step(target=target, kind=kind, fn=fn, idxs=self._display_idxs(s, cuts),
-                      params=params, macs=max(macs, 0), trigger=trigger, why=why,
-                      module_repr=module_repr, nodes=nodes, role=role)
+                      params=params, macs=max(macs, 0), module_repr=module_repr, nodes=nodes,
+                      role=role)
+            if is_root:
+                st.trigger, st.why = self.trigger, "the root of the plan"
+            else:  # words and triggers are worked out when first read
+                st.trigger = _deferred(self._trigger, s["anchor"], key, index, fn_of_key,
+                                       index_of_key, node_step)
+                st.why = _deferred(_explain_step, cl, s["anchor"], self.root, nodes, kind, st)
             result.append(st)
             for n in nodes:
                 prev = highlighted.get(n)
-                if prev is None or _ROLE_RANK[role] < _ROLE_RANK[prev["role"]]:
-                    highlighted[n] = {"role": role, "idxs": st.idxs, "why": why, "fn": fn,
-                                      "step": len(result) - 1}
+                if prev is None or _ROLE_RANK[role] < _ROLE_RANK[result[prev].role]:
+                    highlighted[n] = index
         return result, highlighted
 
     def _step_params(self, step_cuts, cuts, counted: dict) -> int:
@@ -297,14 +301,16 @@ class PlanBuilder:
             total += removed_numel(t.shape, done) - before
         return total
 
-    def _trigger(self, v: int, key: tuple, fn_of_key: dict, node_step: dict) -> str:
+    def _trigger(self, v: int, key: tuple, index: int, fn_of_key: dict, index_of_key: dict,
+                 node_step: dict) -> str:
+        """The fn of the nearest earlier step on the path from the root to this one."""
         for prev in [v] + [p for p, _ri in reversed(self.cl.path(v))]:
             owner = self.owner_step.get(prev)
             if owner is None:
                 continue
             if owner[0] == "node":
                 owner = node_step.get(owner[1])
-            if owner is not None and owner != key and owner in fn_of_key:
+            if owner is not None and owner != key and index_of_key.get(owner, index) < index:
                 return fn_of_key[owner]
         return self.trigger
 
@@ -325,6 +331,14 @@ class PlanBuilder:
             tname, d = s["cuts"][0]
             return cuts[tname][d].tolist()
         return cl.pruned(s["anchor"]).tolist()
+
+
+def _deferred(fn, *args):
+    return lambda: fn(*args)
+
+
+def _explain_step(cl, v, root, nodes, kind, step) -> str:
+    return explain(cl, v, root, set(nodes), kind, step.module_repr)
 
 
 def _attr_holding(m, name: str, old: int, removed: int) -> list:

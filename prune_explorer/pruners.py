@@ -71,11 +71,14 @@ def keep_index(size: int, idxs: Sequence[int], device=None) -> torch.Tensor:
     return torch.from_numpy(np.flatnonzero(mask)).to(device=device)
 
 
-def prune_tensor(t: torch.Tensor, dim: int, idxs: Sequence[int]) -> None:
-    """Remove ``idxs`` along ``dim`` of a parameter or buffer, in place (identity kept)."""
+def prune_tensor(t: torch.Tensor, dim: int, idxs: Sequence[int],
+                 keep: torch.Tensor | None = None) -> None:
+    """Remove ``idxs`` along ``dim`` of a parameter or buffer, in place (identity kept).
+    ``keep``: the indices that stay, when the caller has them already."""
     if not len(idxs):
         return
-    keep = keep_index(t.shape[dim], idxs, t.device)
+    if keep is None:
+        keep = keep_index(t.shape[dim], idxs, t.device)
     with torch.no_grad():
         new = torch.index_select(t.data, dim, keep).contiguous()
     t.data = new
