@@ -273,13 +273,18 @@ class DependencyGraph(ClassicGraphAPI):
     def owners_of(self, tensor_name: str) -> list[tuple[str, str]]:
         """Every (module, attribute) that holds tensor ``tensor_name`` (tied weights: several)."""
         return self._owners.get(tensor_name, [])
+
     def channel_scores(self, name: str, dim: int, strategy: str, cache: dict | None = None):
         """Per-index importance of tensor ``name`` along ``dim`` for a strategy (None: the
         strategy does not score this tensor). Scoring reads weights here only, so a graph of
         a model that was never loaded (``plan_pretrained``) reads them from disk instead."""
         from .groups import slice_scores
-        return slice_scores(strategy, cache)(name, self.tensor(name), dim,
-                                             self.submodule(name.rpartition(".")[0]))
+        score = cache.get(("_score", strategy)) if cache is not None else None
+        if score is None:
+            score = slice_scores(strategy, cache)
+            if cache is not None:
+                cache[("_score", strategy)] = score
+        return score(name, self.tensor(name), dim, self.submodule(name.rpartition(".")[0]))
 
     def root_vertex(self, module: nn.Module | str, side: str = "out") -> int:
         """The dim-graph vertex for a layer's output (or input) channels."""
@@ -435,11 +440,11 @@ class DependencyGraph(ClassicGraphAPI):
             raise StaleGraphError("this plan was computed before the model last changed; "
                                   "compute it again with DG.get_pruning_plan(...)")
         self.check_fresh()
-        snap = Snapshot(self.model, plan.actions, self)
+        snap = Snapshot(self.model, plan.actions, self, self._modules_by_name)
         traced = (self._graph, self._dg, self.version, self._param_name, self._owners)
         new_shapes = getattr(plan, "_new_shapes", {})
         try:
-            apply_actions(self.model, plan.actions, self.registry)
+            apply_actions(self.model, plan.actions, self.registry, self._modules_by_name)
             if verify:
                 graph, a = self._graph, plan.actions
                 sized = value_sized(graph)  # (a detector's box count): not predicted
@@ -461,6 +466,8 @@ class DependencyGraph(ClassicGraphAPI):
                 f"executing the plan rooted at {plan.root} failed and the model was restored "
                 f"unchanged: {where}") from exc
         self._follow(plan, new_shapes)
+        if plan.actions.opaque:  # an opaque layer's own code may have replaced its children
+            self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
         # exec changed the shapes of the tensors it cut, and nothing else a plan can see
         # (opaque layers may replace their own tensors: those are watched afresh)
         self._watch = None if plan.actions.opaque or self._watch is None else \

@@ -26,9 +26,9 @@ HISTORY_ATTR = "_prune_explorer_history"
 class _Modules:
     """name -> module of one model, built once (``get_submodule`` walks the path each call)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, by_name: dict[str, nn.Module] | None = None):
         self.model = model
-        self._by_name: dict[str, nn.Module] | None = None
+        self._by_name = by_name
 
     def module(self, name: str) -> nn.Module:
         if self._by_name is None:
@@ -66,11 +66,12 @@ def _owner_of(obj, attr: str):
 class Snapshot:
     """Everything ``apply_actions`` may change, kept so that ``restore`` undoes it exactly."""
 
-    def __init__(self, model: nn.Module, actions: Actions, dgraph: "TracedView | None" = None):
+    def __init__(self, model: nn.Module, actions: Actions, dgraph: "TracedView | None" = None,
+                 modules: dict[str, nn.Module] | None = None):
         self.model = model
         self.tensors = []
         seen = set()
-        mods = _Modules(model)
+        mods = _Modules(model, modules)
         for name, _dim, _idx in actions.cuts:
             t = mods.tensor(name)
             if id(t) not in seen:
@@ -118,9 +119,11 @@ class Snapshot:
             sub._buffers.update(buffers)
 
 
-def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry") -> None:
-    """Perform a plan's actions on ``model`` (no validation, no rollback: see ``execute``)."""
-    mods = _Modules(model)
+def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry",
+                  modules: dict[str, nn.Module] | None = None) -> None:
+    """Perform a plan's actions on ``model`` (no validation, no rollback: see ``execute``).
+    ``modules``: name -> module of ``model`` when the caller has that table."""
+    mods = _Modules(model, modules)
     kept: dict[tuple, torch.Tensor] = {}  # a conv's rows, its norm's four vectors: one index
     for name, dim, idxs in actions.cuts:
         t = mods.tensor(name)
@@ -141,7 +144,8 @@ def apply_actions(model: nn.Module, actions: Actions, registry: "LayerRegistry")
         setattr(obj, name, new)
     for mname in actions.sync:
         sync_layer(mods.module(mname))
-    for cache in cache_dicts(model):  # cached tensors have the old shapes
+    for cache in cache_dicts(model if modules is None else modules.items()):
+        # cached tensors have the old shapes
         cache.clear()
 
 

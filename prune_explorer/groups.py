@@ -367,9 +367,33 @@ def _repeats(cl: Closure) -> bool:
 ScoreFn = Callable[[str, torch.Tensor, int, nn.Module], np.ndarray | None]
 
 
+_CHUNK = 1 << 18  # elements of |w| held at once (1 MB): allocated once, stays in cache
+
+
+def _row_col_sums(w2: torch.Tensor, p: int, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of |w|^p over each row and each column of a 2-D view, a block of rows at a time
+    through one small reused buffer: one read of the weight, and no large temporary (a fresh
+    one per weight costs page faults worth more than the sums)."""
+    n_rows, n_cols = w2.shape
+    step = max(1, _CHUNK // max(n_cols, 1))
+    scratch = cache.get("_scratch")
+    need = min(step, n_rows) * n_cols
+    if scratch is None or scratch.numel() < need or scratch.dtype != w2.dtype:
+        scratch = cache["_scratch"] = torch.empty(max(need, _CHUNK), dtype=w2.dtype)
+    rows = torch.empty(n_rows, dtype=w2.dtype)
+    cols = None
+    for r0 in range(0, n_rows, step):
+        block = w2[r0:r0 + step]
+        a = scratch[:block.numel()].view(block.shape)
+        torch.abs(block, out=a) if p == 1 else torch.mul(block, block, out=a)
+        torch.sum(a, 1, out=rows[r0:r0 + step])
+        cols = a.sum(0) if cols is None else cols.add_(a.sum(0))
+    return rows, cols
+
+
 def slice_scores(kind: str, cache: dict | None = None) -> ScoreFn:
     """Per-index score of a tensor along a dim, for one strategy. With a ``cache``, a weight's
-    rows and columns are scored from one ``abs`` (or square) of it."""
+    rows and columns are scored from one pass over it."""
 
     def dim_sum(a, dim):
         # two contiguous reductions (leading dims first, then each channel's block) are
@@ -389,19 +413,15 @@ def slice_scores(kind: str, cache: dict | None = None) -> ScoreFn:
         sides = cache.get(key) if cache is not None else None
         if sides is not None and dim in sides:
             return sides[dim]
-        with torch.no_grad():
-            w = t.detach().float()
-            if cache is None or w.dim() < 2 or dim > 1:
-                a = w.abs() if p == 1 else w * w
-                return dim_sum(a, dim).numpy()
-            # |w| (or w^2) into one reused buffer: a fresh 100 MB temporary per weight costs
-            # page faults worth a quarter of the scoring
-            scratch = cache.get("_scratch")
-            if scratch is None or scratch.numel() < w.numel() or scratch.dtype != w.dtype:
-                scratch = cache["_scratch"] = torch.empty(w.numel(), dtype=w.dtype)
-            a = scratch[:w.numel()].view(w.shape)
-            torch.abs(w, out=a) if p == 1 else torch.mul(w, w, out=a)
-            sides = {0: dim_sum(a, 0).numpy(), 1: dim_sum(a, 1).numpy()}
+        w = t.detach()
+        if w.dtype != torch.float32:
+            w = w.float()
+        if w.dim() < 2:  # a norm's scale, a bias: one entry per channel already
+            return (w.abs() if p == 1 else w * w).numpy()
+        if cache is None or dim > 1:
+            return dim_sum(w.abs() if p == 1 else w * w, dim).numpy()
+        rows, cols = _row_col_sums(w.reshape(w.shape[0], -1), p, cache)
+        sides = {0: rows.numpy(), 1: cols.reshape(w.shape[1], -1).sum(1).numpy()}
         cache[key] = sides
         return sides[dim]
 
@@ -483,7 +503,7 @@ def unit_importance(dg: "TracedView", group: Group, units: list[np.ndarray],
             if lab is None:
                 continue
             ok = lab >= 0
-            np.add.at(totals, lab[ok], s[ok])
+            totals += np.bincount(lab[ok], weights=s[ok], minlength=n)[:n]
     else:
         for k, u in enumerate(units):
             cl = close(G, {group.vertex: u}, policy=policy)

@@ -79,9 +79,7 @@ def prune_tensor(t: torch.Tensor, dim: int, idxs: Sequence[int],
         return
     if keep is None:
         keep = keep_index(t.shape[dim], idxs, t.device)
-    with torch.no_grad():
-        new = torch.index_select(t.data, dim, keep).contiguous()
-    t.data = new
+    t.data = torch.index_select(t.data, dim, keep)  # .data: no autograd, a new contiguous tensor
     grad = getattr(t, "grad", None)
     if grad is not None and grad.shape[dim] == len(keep) + len(idxs):
         t.grad = torch.index_select(grad, dim, keep).contiguous()
