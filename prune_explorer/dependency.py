@@ -454,7 +454,8 @@ class DependencyGraph(ClassicGraphAPI):
                     m for m, _a, _n in a.counts} | {m for m, _s in a.opaque} | {
                     m for m, _a, _o, _n in a.ints}
                 shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed)
-                check_model_runs(self.model, self.example_inputs, expected, shortcuts)
+                check_model_runs(self.model, self.example_inputs, expected, shortcuts,
+                                 python_state=graph.writes_state)
         except Exception as exc:
             snap.restore()
             # the model is bit-identical to the one traced before: keep that graph, so plans

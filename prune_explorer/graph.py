@@ -127,6 +127,9 @@ class Graph:
     # (module, value, dim, num, den): the module's code found size(value, dim) * num / den
     # equal to a plain int (``assert x.shape[1] == self.channels``)
     shape_checks: tuple = ()
+    # the traced forward wrote modules' Python state (a cache and its key, ``self.last_x``):
+    # a later forward (the check after exec) must save and restore it too
+    writes_state: bool = True
     # derived data computed on first use (value shapes, MACs per node); never compared
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 

@@ -95,6 +95,8 @@ def _project_graph(graph: Graph, dg: DimGraph, pruned, new_shapes, changed) -> G
     fingerprint = tuple((n, names.get(n, s)) for n, s in graph.fingerprint)
     new = dataclasses.replace(graph, nodes=nodes, values=values, fingerprint=fingerprint,
                               memo={})
+    if "value_sized" in graph.memo:  # which values the model's values size: the same ops
+        new.memo["value_sized"] = graph.memo["value_sized"]
     # the touched nodes' multiply-accumulates at their new shapes
     from .metrics import MAC_OPS, call_macs
     all_shapes = None

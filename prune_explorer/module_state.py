@@ -36,7 +36,8 @@ def cache_dicts(model_or_modules) -> list[dict]:
     modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
         else model_or_modules
     return [val for _name, m in modules for attr, val in vars(m).items()
-            if attr not in _MODULE_INTERNALS and is_cache(attr, val) and val]
+            if isinstance(val, dict) and val and "cache" in attr.lower() and
+            attr not in _MODULE_INTERNALS]  # is_cache, inlined: every attribute of every module
 
 
 def _copy(val):
@@ -70,20 +71,25 @@ def save_python_state(modules) -> list:
     return saved
 
 
-def restore_python_state(saved) -> None:
+def restore_python_state(saved) -> bool:
     """Put back what ``save_python_state`` saw: changed attributes, added attributes and
-    buffers removed, container contents refilled (buffer *values* are restored separately)."""
+    buffers removed, container contents refilled (buffer *values* are restored separately).
+    Returns whether the forward had changed any of it."""
     internals = _MODULE_INTERNALS
+    changed = False
     for m, attrs, contents, buffers, non_persistent in saved:
         d = m.__dict__
         for k in [k for k in d if k not in attrs and k not in internals]:
             del d[k]  # added by the trace (``self.last_attn = attn``)
+            changed = True
         for k, v in attrs.items():
             if d.get(k, d) is not v:
                 d[k] = v
+                changed = True
         for k, content in contents.items():
             val = attrs[k]
             if not _same(val, content):
+                changed = True
                 val.clear()
                 if type(val) is list:
                     val.extend(content)
@@ -91,8 +97,11 @@ def restore_python_state(saved) -> None:
                     val.update(content)
         b = m._buffers
         if b.keys() != buffers.keys() or any(b[k] is not v for k, v in buffers.items()):
+            changed = True
             b.clear()
             b.update(buffers)
         if m._non_persistent_buffers_set != non_persistent:
+            changed = True
             m._non_persistent_buffers_set.clear()
             m._non_persistent_buffers_set.update(non_persistent)
+    return changed

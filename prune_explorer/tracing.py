@@ -666,7 +666,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         handles.append(nn.modules.module.register_module_forward_hook(rec.post_hook,
                                                                       with_kwargs=True))
         with ExitStack() as stack:
-            stack.enter_context(kept_state(model, modules))
+            kept = stack.enter_context(kept_state(model, modules))
             stack.enter_context(torch.no_grad())
             stack.enter_context(_FunctionNamer(rec))
             stack.enter_context(_DispatchRecorder(rec))
@@ -715,6 +715,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         output_paths=output_paths,
         shape_reads=frozenset(rec.shape_reads),
         shape_checks=tuple(sorted(rec.shape_checks, key=str)),
+        writes_state=bool(kept.python_changed),
     )
     return graph
 
@@ -751,20 +752,31 @@ def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
     return out
 
 
+class KeptState:
+    """What ``kept_state`` found: ``python_changed`` says, after the forward, whether it wrote
+    any module's Python state (None while it runs, and when that was not watched)."""
+
+    python_changed: bool | None = None
+
+
 @contextmanager
-def kept_state(model: nn.Module, modules):
+def kept_state(model: nn.Module, modules, python_state: bool = True):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
-    the RNG state, and the modules' Python state (``module_state``: a cache with its key)."""
+    the RNG state, and the modules' Python state (``module_state``: a cache with its key).
+    ``python_state=False`` leaves the Python state alone: for a forward whose trace showed
+    that the model's code writes none (the check after exec)."""
     saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
                      for attr, b in m._buffers.items() if b is not None]
-    saved_state = save_python_state(modules)
+    saved_state = save_python_state(modules) if python_state else None
     rng = torch.get_rng_state()
+    kept = KeptState()
     try:
-        yield
+        yield kept
     finally:
         torch.set_rng_state(rng)
         _restore_buffers(model, saved_buffers)
-        restore_python_state(saved_state)
+        if saved_state is not None:
+            kept.python_changed = restore_python_state(saved_state)
 
 
 def _restore_buffers(model: nn.Module, saved) -> None:

@@ -189,7 +189,8 @@ def _alias(name: str) -> str | None:
     return _ALIAS[name]
 
 
-def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None):
+def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None,
+             python_state: bool = True):
     """(output shapes, error, scope) of one forward."""
     where = _Where(modules)
     mode = _so.ShapeOnlyMode() if shape_only else None
@@ -202,7 +203,7 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
             for m, calls in (shortcuts or {}).items():
                 m.forward = _Shortcut(calls, mode.run)
                 swapped.append(m)
-        with kept_state(model, modules), torch.no_grad():
+        with kept_state(model, modules, python_state), torch.no_grad():
             if mode is not None:
                 with mode:
                     output = model(*args, **kwargs)
@@ -227,16 +228,19 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
 
 def check_model_runs(model: nn.Module, example_inputs: Any,
                      expected: Sequence[tuple[int, ...] | None] | None = None,
-                     shortcuts: dict | None = None) -> None:
+                     shortcuts: dict | None = None, python_state: bool = True) -> None:
     """Raise ``VerificationError`` unless ``model(example_inputs)`` runs and returns tensors of
     the ``expected`` shapes (``None`` entries and ``expected=None`` are not checked).
-    ``shortcuts`` (see ``leaf_shortcuts``) are layers that need not run."""
+    ``shortcuts`` (see ``leaf_shortcuts``) are layers that need not run. ``python_state=False``
+    does not save and restore the modules' Python state (``Graph.writes_state``: the traced
+    forward wrote none)."""
     args, kwargs = normalize_inputs(example_inputs)
     modules = list(model.named_modules())
-    shapes, exc, scope = _forward(model, args, kwargs, modules, True, shortcuts)
+    shapes, exc, scope = _forward(model, args, kwargs, modules, True, shortcuts, python_state)
     if exc is not None or not _matches(shapes, expected):
         # placeholders can mislead a forward that reads values: only the real one decides
-        shapes, exc, scope = _forward(model, args, kwargs, modules, False)
+        shapes, exc, scope = _forward(model, args, kwargs, modules, False,
+                                      python_state=python_state)
     if exc is not None:
         raise VerificationError(_failure_message(model, scope, exc), scope) from exc
     if not _matches(shapes, expected):

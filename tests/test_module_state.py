@@ -144,3 +144,37 @@ def test_the_detect_pattern_after_prune_model_without_a_prior_forward():
     assert model.shape is None and model.anchors.numel() == 0  # as built
     with torch.no_grad():
         assert model(x).shape == (1, 2, SIZE * SIZE)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_the_graph_says_whether_the_forward_writes_python_state(cls):
+    """The check after exec saves and restores the modules' Python state only when the
+    traced forward wrote some: a fresh model fills its cache (it writes), one that already
+    ran at this size finds it (it does not), and a plain network never writes."""
+    x = torch.randn(1, 3, SIZE, SIZE)
+    assert tp.DependencyGraph().build_dependency(_model(cls, None), x).graph.writes_state
+    assert not tp.DependencyGraph().build_dependency(_model(cls, SIZE), x).graph.writes_state
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    assert not tp.DependencyGraph().build_dependency(plain, x).graph.writes_state
+
+
+def test_a_check_that_writes_state_leaves_it_as_it_was(monkeypatch):
+    """A model that counts its calls in a Python int: the trace sees the write, so the check
+    after exec restores the count (the model never ran, as far as its own state goes)."""
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.conv2(F.relu(self.conv1(x)))
+
+    model = Counting().eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    assert DG.graph.writes_state and model.calls == 0
+    DG.get_pruning_plan(model.conv1, tp.prune_conv, [0, 3]).exec()
+    assert model.calls == 0 and model.conv1.out_channels == 6
