@@ -283,9 +283,9 @@ def parts(name: str, runs: int = 5) -> int:
             (dependency, "trace", "  trace"), (dependency, "build_dim_graph", "  dim graph"),
             (whole_model, "find_groups", "find_groups"),
             (whole_model, "unit_importance", "unit_importance (L1 scores)"),
-            (whole_model, "close", "closures per group (back-off)"),
+            (whole_model, "_select_all", "selection closure (all groups at once)"),
             (whole_model, "_execute_groups", "execute groups"),
-            (whole_model, "_combined_closure", "  combined closure"),
+            (whole_model, "_combined_closure", "  combined closure (only after a problem)"),
             (dependency.DependencyGraph, "plan_from_seeds", "  plan (steps, counts, actions)"),
             (execution, "apply_actions", "  surgery (cut tensors)"),
             (verify, "check_model_runs", "  check forward")]
@@ -300,7 +300,7 @@ def parts(name: str, runs: int = 5) -> int:
         acc["TOTAL prune_model"] += time.process_time() - t0
     print(f"prune_model({name}, 0.5, 'l1'): CPU ms per stage, mean of {runs}")
     for label in ["TOTAL prune_model"] + [st[2] for st in stages]:
-        print(f"  {label:34} {1e3 * acc[label] / runs:8.1f}")
+        print(f"  {label:42} {1e3 * acc[label] / runs:8.1f}")
     return 0
 
 
