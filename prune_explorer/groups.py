@@ -342,23 +342,22 @@ def _one_channel_units(cl: Closure, root: int, size: int) -> bool:
     if size < 2 or cl.expanded or cl.count(root) != size - 1 or cl.masks[root][0] or any(
             p.kind != "all-channels" for p in cl.problems):
         return False
-    for v in cl.order:
-        for ri in cl.dg.adj[v]:
-            rel = cl.dg.rels[ri]
-            if not isinstance(rel, MapRel) or (rel.owner is not None and
-                                               not rel.owner.injective):
-                return False
-    return True
+    return all(isinstance(rel, MapRel) and not _many_to_one(rel) for rel in _rels_met(cl))
 
 
 def _repeats(cl: Closure) -> bool:
     """Did the closure pass a many-to-one map (a repeat, GQA's shared heads)?"""
-    for v in cl.order:
-        for ri in cl.dg.adj[v]:
-            rel = cl.dg.rels[ri]
-            if isinstance(rel, MapRel) and rel.owner is not None and not rel.owner.injective:
-                return True
-    return False
+    return any(isinstance(rel, MapRel) and _many_to_one(rel) for rel in _rels_met(cl))
+
+
+def _rels_met(cl: Closure):
+    """Every relation at a vertex the closure reached."""
+    rels, adj = cl.dg.rels, cl.dg.adj
+    return (rels[ri] for v in cl.order for ri in adj[v])
+
+
+def _many_to_one(rel: MapRel) -> bool:
+    return rel.owner is not None and not rel.owner.injective
 
 
 # ---------------------------------------------------------------------------------------------

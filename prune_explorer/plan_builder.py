@@ -3,6 +3,7 @@ the reason each layer is coupled, and the exact actions exec will perform."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -256,7 +257,7 @@ class PlanBuilder:
                 for tname, _d in s["cuts"]:
                     for owner, _a in G.owners_of(tname):
                         nodes += tuple(n for n in graph.module_nodes.get(owner, ()) if n not in nodes)
-                fn, module_repr = _classic_fn(spec, m, kind), _deferred(_short, m)
+                fn, module_repr = _classic_fn(spec, m, kind), partial(_short, m)
                 if kind == "opaque":
                     params = opaque_params.get(target, 0)
                 else:
@@ -277,9 +278,9 @@ class PlanBuilder:
             if is_root:
                 st.trigger, st.why = self.trigger, "the root of the plan"
             else:  # words and triggers are worked out when first read
-                st.trigger = _deferred(self._trigger, s["anchor"], key, index, fn_of_key,
+                st.trigger = partial(self._trigger, s["anchor"], key, index, fn_of_key,
                                        index_of_key, node_step)
-                st.why = _deferred(_explain_step, cl, s["anchor"], self.root, nodes, kind, st)
+                st.why = partial(_explain_step, cl, s["anchor"], self.root, nodes, kind, st)
             result.append(st)
             for n in nodes:
                 prev = highlighted.get(n)
@@ -331,10 +332,6 @@ class PlanBuilder:
             tname, d = s["cuts"][0]
             return cuts[tname][d].tolist()
         return cl.pruned(s["anchor"]).tolist()
-
-
-def _deferred(fn, *args):
-    return lambda: fn(*args)
 
 
 def _explain_step(cl, v, root, nodes, kind, step) -> str:

@@ -214,8 +214,9 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 op = _op_name(dg, dg.producer_call.get(value.id))
                 cl.problems.append(Problem(
                     "unsupported-op", producer,
-                    f"{producer} ({op}) produces {describe_vertex(dg, v)}, and prune_explorer cannot shrink "
-                    f"its output along dim {key[1]} (it does not come from pruned channels)", v))
+                    f"{producer} ({op}) produces {describe_vertex(dg, v)}, and prune_explorer "
+                    f"cannot shrink its output along dim {key[1]} (it does not come from "
+                    f"pruned channels)", v))
                 continue
         for reader in dg.readers.get(value.id, ()):
             if reader[1] == -1 and reader[0] == "output":
@@ -224,9 +225,9 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 op = _op_name(dg, reader)
                 cl.problems.append(Problem(
                     "unsupported-op", reader[0],
-                    f"{reader[0]} ({op}) reads {describe_vertex(dg, v)} and prune_explorer does not know how "
-                    f"channels along dim {key[1]} map through {op}; add it to ignored_layers "
-                    f"or register a rule for it", v))
+                    f"{reader[0]} ({op}) reads {describe_vertex(dg, v)} and prune_explorer "
+                    f"does not know how channels along dim {key[1]} map through {op}; add it "
+                    f"to ignored_layers or register a rule for it", v))
                 break
 
 

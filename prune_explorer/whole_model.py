@@ -236,24 +236,25 @@ class _Selected:
     """One group's selection. Its own closure (which layers and vertices it reaches) is
     computed only when a combined plan has to be narrowed down to the groups involved."""
 
-    __slots__ = ("group", "idxs", "_cl", "_dg")
+    __slots__ = ("group", "idxs", "_cl", "_dg", "_policy")
 
-    def __init__(self, DG: DependencyGraph, group: Group, idxs: np.ndarray, cl=None):
-        self.group, self.idxs, self._cl, self._dg = group, idxs, cl, DG
+    def __init__(self, DG: DependencyGraph, group: Group, idxs: np.ndarray, policy: str,
+                 cl=None):
+        self.group, self.idxs, self._cl, self._dg, self._policy = group, idxs, cl, DG, policy
 
     def __iter__(self):  # (group, idxs), as the results read it
         return iter((self.group, self.idxs))
 
-    def closure(self, policy: str):
+    def closure(self):
         if self._cl is None:
-            self._cl = close(self._dg.dg, {self.group.vertex: self.idxs}, policy=policy)
+            self._cl = close(self._dg.dg, {self.group.vertex: self.idxs}, policy=self._policy)
         return self._cl
 
-    def nodes(self, policy: str) -> set[str]:
-        return _closure_nodes(self._dg, self.closure(policy))
+    def nodes(self) -> set[str]:
+        return _closure_nodes(self._dg, self.closure())
 
-    def vertices(self, policy: str) -> set[int]:
-        cl = self.closure(policy)
+    def vertices(self) -> set[int]:
+        cl = self.closure()
         return {v for v in cl.order if cl.count(v)}
 
 
@@ -267,7 +268,8 @@ def _select_all(DG: DependencyGraph, picks: list, skipped: list, amount: float, 
     if selected:
         combined = close(DG.dg, {s[0].vertex: s[4] for s in selected}, policy=policy)
         if not combined.problems:
-            return [_Selected(DG, g, idxs) for g, _u, _s, _p, idxs in selected], combined
+            return [_Selected(DG, g, idxs, policy) for g, _u, _s, _p, idxs in selected], \
+                combined
     active = []
     for g, units, scores, pick, idxs in selected:
         cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
@@ -278,7 +280,7 @@ def _select_all(DG: DependencyGraph, picks: list, skipped: list, amount: float, 
         if cl.problems:
             skipped.append((g.root, cl.problems[0].message))
             continue
-        active.append(_Selected(DG, g, idxs, cl))
+        active.append(_Selected(DG, g, idxs, policy, cl))
     return active, None
 
 
@@ -338,7 +340,7 @@ def _combined_closure(DG: DependencyGraph, active: list, skipped: list, policy: 
         if not combined.problems:
             return combined
         problem = combined.problems[0]
-        involved = [a for a in active if problem.vertex in a.vertices(policy)] or active[-1:]
+        involved = [a for a in active if problem.vertex in a.vertices()] or active[-1:]
         victim = involved[-1]
         active.remove(victim)
         skipped.append((victim.group.root, f"together with other groups: {problem.message}"))
@@ -378,13 +380,13 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
                            for w in where if w)
 
             combined = None  # the groups change: closed again
-            bad = [a for a in active if any(inside(n, scope) for n in a.nodes(policy))]
+            bad = [a for a in active if any(inside(n, scope) for n in a.nodes())]
             if first_failure and scope:
                 first_failure = False
                 cls = type(DG.model.get_submodule(scope))
                 alike = {n for n in plan.suspect_nodes
                          if _scope_class(DG, DG._graph.nodes[n].scope) is cls}
-                bad += [a for a in active if a not in bad and a.nodes(policy) & alike]
+                bad += [a for a in active if a not in bad and a.nodes() & alike]
             if not bad:
                 raise
             reason = str(exc.__cause__).split(":", 1)[-1].strip()
