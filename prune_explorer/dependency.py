@@ -28,6 +28,7 @@ from .errors import (InvalidIndicesError, PlanExecutionError, PruneAllChannelsEr
                      PruningError, StaleGraphError, TracingError, UnknownModuleError,
                      UnsupportedOperationError)
 from .graph import ACTIVATION, NODE_LAYER, PARAM, Graph
+from .module_walk import named_modules
 from .layers import REGISTRY, LayerRegistry, LayerSpec, customized_spec
 from .plan import PruningPlan
 from .plan_builder import PlanBuilder, _classic_fn, _short
@@ -136,12 +137,15 @@ class DependencyGraph(ClassicGraphAPI):
     def _index_owners(self) -> None:
         """One pass over the modules: each tensor's canonical name (the first it is reached
         by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
-        self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
+        every = named_modules(self.model, remove_duplicate=False)
+        self._modules_by_name = dict(every)
         self._name_of_module = name_of = {}
         param_name: dict[int, str] = {}
         buffer_name: dict[int, str] = {}
         held: list[tuple[str, str, int]] = []
-        for mname, m in self.model.named_modules():
+        for mname, m in every:
+            if id(m) in name_of:
+                continue  # named_modules() lists a shared module once, by its first name
             name_of[id(m)] = mname
             prefix = mname + "." if mname else ""
             for attr, t in m._parameters.items():

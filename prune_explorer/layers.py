@@ -80,7 +80,12 @@ class LayerRegistry:
             spec = self._table.get(cls) or self._by_name.get(cls.__name__)
             if spec is not None:
                 return spec, cls
-        return self.parent._walk(t) if self.parent is not None else (None, None)
+        if self.parent is None:
+            return None, None
+        hit = self.parent._memo.get(t)  # the shared registry remembers across graphs
+        if hit is None:
+            hit = self.parent._memo[t] = self.parent._walk(t)
+        return hit
 
     def lookup(self, module: nn.Module) -> LayerSpec | None:
         return self._find(module)[0]

@@ -18,6 +18,8 @@ never reuses a tensor of the old shape.
 
 from __future__ import annotations
 
+from operator import is_
+
 from torch import nn
 
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
@@ -56,16 +58,39 @@ def _same(val, content) -> bool:
     return all(a is b for a, b in zip(val, content))
 
 
+def runs_torch_forward(module: nn.Module) -> bool:
+    """Does the layer run a forward defined by torch itself (not a subclass's)?"""
+    return getattr(type(module).forward, "__module__", "").startswith("torch.nn.")
+
+
+def _plain(m: nn.Module) -> bool:
+    """A torch layer with torch's own forward, no children and no hooks of its own: its
+    forward writes no Python state (a hook, ``self.last = out``, would)."""
+    return not m._modules and runs_torch_forward(m) and not (
+        m._forward_hooks or m._forward_pre_hooks)
+
+
 def save_python_state(modules) -> list:
-    """Snapshot every module's Python attributes and buffer slots; empty cache dicts."""
+    """Snapshot every module's Python attributes and buffer slots; empty cache dicts.
+
+    Each module's ``__dict__`` is copied whole (in C) and compared by identity on restore,
+    so an unchanged module costs two C calls. Container attributes (dicts, lists, sets)
+    also get their contents copied, except in a plain torch layer (``_plain``), whose
+    forward never fills one."""
     saved = []
     caches = []
     internals = _MODULE_INTERNALS
     for _name, m in modules:
-        attrs = {k: v for k, v in m.__dict__.items() if k not in internals}
-        contents = {k: _copy(v) for k, v in attrs.items() if type(v) in _CONTAINERS}
-        caches.extend(v for k, v in attrs.items() if type(v) is dict and v and is_cache(k, v))
-        saved.append((m, attrs, contents, dict(m._buffers), set(m._non_persistent_buffers_set)))
+        d = m.__dict__
+        if _plain(m):
+            saved.append((m, d.copy(), None, dict(m._buffers), None))
+            continue
+        contents = {k: _copy(v) for k, v in d.items()
+                    if type(v) in _CONTAINERS and k not in internals}
+        caches.extend(v for k, v in d.items() if type(v) is dict and v and is_cache(k, v)
+                      and k not in internals)
+        saved.append((m, d.copy(), contents, dict(m._buffers),
+                      set(m._non_persistent_buffers_set)))
     for cache in caches:
         cache.clear()
     return saved
@@ -79,14 +104,14 @@ def restore_python_state(saved) -> bool:
     changed = False
     for m, attrs, contents, buffers, non_persistent in saved:
         d = m.__dict__
-        for k in [k for k in d if k not in attrs and k not in internals]:
-            del d[k]  # added by the trace (``self.last_attn = attn``)
+        if d.keys() != attrs.keys() or not all(map(is_, d.values(), attrs.values())):
             changed = True
-        for k, v in attrs.items():
-            if d.get(k, d) is not v:
-                d[k] = v
-                changed = True
-        for k, content in contents.items():
+            for k in [k for k in d if k not in attrs and k not in internals]:
+                del d[k]  # added by the trace (``self.last_attn = attn``)
+            for k, v in attrs.items():
+                if k not in internals and d.get(k, d) is not v:
+                    d[k] = v
+        for k, content in (contents or {}).items():
             val = attrs[k]
             if not _same(val, content):
                 changed = True
@@ -96,11 +121,11 @@ def restore_python_state(saved) -> bool:
                 else:
                     val.update(content)
         b = m._buffers
-        if b.keys() != buffers.keys() or any(b[k] is not v for k, v in buffers.items()):
+        if b.keys() != buffers.keys() or not all(map(is_, b.values(), buffers.values())):
             changed = True
             b.clear()
             b.update(buffers)
-        if m._non_persistent_buffers_set != non_persistent:
+        if non_persistent is not None and m._non_persistent_buffers_set != non_persistent:
             changed = True
             m._non_persistent_buffers_set.clear()
             m._non_persistent_buffers_set.update(non_persistent)

@@ -362,8 +362,8 @@ _CHECKED: dict[tuple, bool] = {}
 def _signature(o: Op, args) -> tuple:
     sig = [id(o.func)]
     for a in args:
-        if isinstance(a, torch.Tensor):
-            sig.append((a.dim(), a.dtype, a.device.type, a.is_contiguous()))
+        if isinstance(a, torch.Tensor):  # (a.device: .type costs 8x as much to read)
+            sig.append((a.dim(), a.dtype, a.device, a.is_contiguous()))
         elif a is None or a is True or a is False:
             sig.append(a)
         else:
@@ -415,6 +415,9 @@ def _flat(items):
             yield from _flat(x.values())
 
 
+_SCALARS = frozenset({int, float, bool, type(None), str})
+
+
 class Run:
     """One shape-only run: which tensors hold placeholders (or data computed from them), and
     whether the run had to stop because values were needed."""
@@ -426,8 +429,13 @@ class Run:
 
     def is_tainted(self, items) -> bool:
         tainted = self._tainted
+        if not tainted:
+            return False
         for x in items:
-            if isinstance(x, torch.Tensor):
+            t = type(x)
+            if t in _SCALARS:
+                continue
+            if t is torch.Tensor or isinstance(x, torch.Tensor):
                 r = tainted.get(id(x))
                 if r is not None and r() is x:
                     return True
@@ -451,7 +459,7 @@ class Run:
     def call(self, func, args, kwargs):
         """Run one ATen call: heavy ops give placeholders; reading placeholder values stops
         the run (``NeedsValues``)."""
-        o = op(func)
+        o = _OPS.get(id(func)) or op(func)
         tainted = self.is_tainted(args) or bool(kwargs and self.is_tainted(kwargs.values()))
         if o.data_dependent or (o.by_args and data_dependent(func, o.packet, args)):
             if tainted or self.tainted_storage:

@@ -47,7 +47,8 @@ from .graph import (
     Value,
 )
 
-from .module_state import restore_python_state, save_python_state
+from .module_walk import named_modules
+from .module_state import restore_python_state, runs_torch_forward, save_python_state
 from .outputs import fixed_tensors, tensor_paths
 
 # Python-level functions that only read metadata: never worth a frame.
@@ -183,15 +184,22 @@ class _Recorder:
         # their forward passes to torch are the layer's own business, re-derived after exec
         self.known_leaves: set[int] = set()
         self.in_known_leaf = False
+        # known layers that run torch's own forward (no subclass forward, no hooks of their
+        # own): nothing inside them needs a Python-level name, so the function mode steps
+        # aside while they run (``_FunctionNamer.step_aside``)
+        self.plain_leaves: set[int] = set()
+        self.namer: "_FunctionNamer | None" = None
         for name, m in modules:
             has_children = bool(m._modules)
             if is_opaque(m):
                 self.leaf_kind[id(m)] = "opaque"
             elif not has_children:
-                has_params = next(iter(m.parameters(recurse=False)), None) is not None
+                has_params = any(p is not None for p in m._parameters.values())
                 self.leaf_kind[id(m)] = NODE_LAYER if has_params else NODE_OP
                 if is_known is not None and is_known(m):
                     self.known_leaves.add(id(m))
+                    if runs_torch_forward(m):
+                        self.plain_leaves.add(id(m))
             else:
                 self.leaf_kind[id(m)] = None
         self.values: dict[int, Value] = {}
@@ -211,6 +219,9 @@ class _Recorder:
         self.fn_depth = 0
         self.error_scope: str | None = None
         self.py_ctx: tuple | None = None  # the outermost Python torch call running now
+        from .metrics import MAC_OPS, call_macs  # metrics reads graphs; it needs no tracing
+        self.mac_ops, self.call_macs = MAC_OPS, call_macs
+        self.refs: dict[int, Ref] = {}  # one Ref per value: they are immutable
         self.shape_reads: set[tuple[int, int]] = set()  # (value, dim) sizes the code read
         self.shape_checks: set[tuple] = set()  # (module, value, dim, num, den) found equal
 
@@ -285,6 +296,9 @@ class _Recorder:
                        opaque=(kind == "opaque"), call_index=k)
         frame.node_id = node_id
         self.in_known_leaf = id(module) in self.known_leaves
+        if self.namer is not None and id(module) in self.plain_leaves and \
+                not module._forward_pre_hooks and not module._forward_hooks:
+            self.namer.step_aside()
         self.module_calls.setdefault(name, []).append(node_id)
         if frame.opaque:  # its inputs are read in post_hook, which also sees kwargs
             self.opaque_depth += 1
@@ -305,6 +319,8 @@ class _Recorder:
         if self.leaf_depth:
             return None
         self.in_known_leaf = False
+        if self.namer is not None:
+            self.namer.step_back()
         frame = self.frames.pop()
         if frame.opaque:
             self.opaque_depth -= 1
@@ -357,19 +373,44 @@ class _Recorder:
         frames = self.frames
         frame = frames[-1] if frames else None
         standalone = frame is None
-        info = _so.op(func)
+        info = _so._OPS.get(id(func)) or _so.op(func)
         if standalone:
             frame = _Frame(NODE_OP, info.packet, info.packet, self.scope)
         if frame.node_id is None:
             base = f"{frame.scope}.{frame.name}" if frame.scope else frame.name
             frame.node_id = self.unique_id(base)
-        rargs = tuple([self._ref(a, frame) for a in args])
+        # plain arguments and tensors seen before are the common case: handled inline
+        rargs = []
+        tensor_ids, refs, seen = self.tensor_ids, self.refs, frame.seen
+        for a in args:
+            t = type(a)
+            if t in _PLAIN:
+                rargs.append(a)
+                continue
+            if t is torch.Tensor or t is nn.Parameter:
+                e = tensor_ids.get(id(a))
+                if e is not None and (e[1] is None or e[1]() is a):
+                    v = e[0]
+                    if v not in seen:
+                        seen.add(v)
+                        frame.inputs.append(v)
+                    ref = refs.get(v)
+                    if ref is None:
+                        ref = refs[v] = Ref(v)
+                    rargs.append(ref)
+                    continue
+            rargs.append(self._ref(a, frame))
+        rargs = tuple(rargs)
         rkwargs = {k: self._ref(v, frame) for k, v in kwargs.items()} if kwargs else {}
         if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
             # an in-place op returns its input: record a new version of that value
-            vid = self.new_value(out, ACTIVATION, producer=frame.node_id)
+            vid = self.next_value
+            self.next_value = vid + 1
+            self.values[vid] = Value(vid, tuple(out.shape), _dtype_of(out), ACTIVATION, None,
+                                     frame.node_id)
+            tensor_ids[id(out)] = (vid, weakref.ref(out))
             frame.produced.append(vid)
-            frame.seen.add(vid)
+            seen.add(vid)
             outs = (vid,)
         else:
             outs = []
@@ -379,8 +420,11 @@ class _Recorder:
                 frame.produced.append(vid)
                 frame.seen.add(vid)
             outs = tuple(outs)
-        # MACs are computed from the recorded shapes after the forward (with_macs)
-        frame.calls.append(Call(info.name, rargs, rkwargs, outs, 0, self.py_ctx))
+        call = Call(info.name, rargs, rkwargs, outs, 0, self.py_ctx)
+        if info.packet in self.mac_ops:  # from the recorded shapes: no FLOP counter runs
+            call = Call(info.name, rargs, rkwargs, outs, self.call_macs(call, _Shapes(
+                self.values)), self.py_ctx)
+        frame.calls.append(call)
         if standalone:
             self.finish(frame)
 
@@ -394,7 +438,10 @@ class _Recorder:
             if v not in frame.seen:
                 frame.seen.add(v)
                 frame.inputs.append(v)
-            return Ref(v)
+            ref = self.refs.get(v)
+            if ref is None:
+                ref = self.refs[v] = Ref(v)
+            return ref
         if t is list or t is tuple:
             for i in x:
                 if type(i) not in _PLAIN:
@@ -414,6 +461,18 @@ class _Recorder:
             calls=tuple(frame.calls), opaque=frame.opaque, call_index=frame.call_index,
             arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints, int_sources=frame.fn_srcs)
         self.nodes[node.id] = node
+
+
+class _Shapes:
+    """value id -> shape, read from the recorder's values (for ``call_macs``)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = values
+
+    def __getitem__(self, vid):
+        return self.values[vid].shape
 
 
 _PERSISTENT = frozenset({PARAM, BUFFER, INPUT})
@@ -458,6 +517,23 @@ class _FunctionNamer(TorchFunctionMode):
     def __init__(self, rec: _Recorder):
         super().__init__()
         self.rec = rec
+        self.aside = False
+
+    def step_aside(self) -> None:
+        """Leave the torch-function stack while a plain known layer runs: each functional
+        call inside it (``F.batch_norm``, ``F.hardswish``) would otherwise pay for a mode
+        switch and a frame, ~40% of a small layer's traced cost, to record a name nobody
+        reads (its ints are not recorded, see ``in_known_leaf``). Only when this mode is
+        the innermost one."""
+        n = torch._C._len_torch_function_stack()
+        if n and torch._C._get_function_stack_at(n - 1) is self:
+            torch._C._pop_torch_function_stack()
+            self.aside = True
+
+    def step_back(self) -> None:
+        if self.aside:
+            torch._C._push_on_torch_function_stack(self)
+            self.aside = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
@@ -589,7 +665,7 @@ def trace(model: nn.Module, example_inputs: Any,
     inside them are not recorded."""
     args, kwargs = normalize_inputs(example_inputs)
     _check_devices(model, args, kwargs, example_inputs)
-    modules = list(model.named_modules())
+    modules = named_modules(model)
     if shape_only:
         try:
             graph, rec = _trace_once(model, example_inputs, args, kwargs, modules, is_opaque,
@@ -668,10 +744,13 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         with ExitStack() as stack:
             kept = stack.enter_context(kept_state(model, modules))
             stack.enter_context(torch.no_grad())
-            stack.enter_context(_FunctionNamer(rec))
+            rec.namer = stack.enter_context(_FunctionNamer(rec))
             stack.enter_context(_DispatchRecorder(rec))
             try:
-                output = model(*args, **kwargs)
+                try:
+                    output = model(*args, **kwargs)
+                finally:
+                    rec.namer.step_back()  # a layer that raised never reached its post-hook
             except Exception as exc:
                 where = rec.frames[-1].module if rec.frames and rec.frames[-1].module else (
                     rec.scope or "the model's forward")
@@ -703,7 +782,7 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         and not any(n.startswith(c + ".") for c in called))
     param_values = {v.name: v.id for v in rec.values.values() if v.kind in (PARAM, BUFFER)}
     graph = Graph(
-        nodes=with_macs(_prune_external_outputs(rec.nodes), rec.values),
+        nodes=_prune_external_outputs(rec.nodes, rec.values),
         values=rec.values,
         inputs=tuple(input_ids),
         outputs=tuple(out_ids),
@@ -720,34 +799,20 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
     return graph
 
 
-def with_macs(nodes: dict[str, Node], values) -> dict[str, Node]:
-    """The nodes with each multiply-accumulate call's MACs, from the recorded shapes: one pass
-    after the forward instead of a formula inside every op of it."""
-    from .metrics import MAC_OPS, call_macs
-    shapes = None
-    for nid, node in nodes.items():
-        if not any(c.packet in MAC_OPS for c in node.calls):
-            continue
-        if shapes is None:
-            shapes = {vid: v.shape for vid, v in values.items()}
-        calls = tuple(dataclasses.replace(c, macs=call_macs(c, shapes))
-                      if c.packet in MAC_OPS else c for c in node.calls)
-        nodes[nid] = dataclasses.replace(node, calls=calls)
-    return nodes
-
-
-def _prune_external_outputs(nodes: dict[str, Node]) -> dict[str, Node]:
+def _prune_external_outputs(nodes: dict[str, Node], values) -> dict[str, Node]:
     """Keep, as a node's outputs, only the values read by another node (or the model output)."""
-    read_by: dict[int, set[str]] = {}
+    read_elsewhere: set[int] = set()
     for n in nodes.values():
+        nid = n.id
         for v in n.inputs:
-            read_by.setdefault(v, set()).add(n.id)
+            if values[v].producer != nid:
+                read_elsewhere.add(v)
     out = {}
     for nid, n in nodes.items():
         if n.kind in (NODE_INPUT, NODE_OUTPUT):
             out[nid] = n
             continue
-        ext = tuple(v for v in n.outputs if read_by.get(v, set()) - {nid})
+        ext = tuple([v for v in n.outputs if v in read_elsewhere])
         out[nid] = dataclasses.replace(n, outputs=ext) if ext != n.outputs else n
     return out
 
