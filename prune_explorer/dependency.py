@@ -472,7 +472,7 @@ class DependencyGraph(ClassicGraphAPI):
                 f"unchanged: {where}") from exc
         self._follow(plan, new_shapes)
         if plan.actions.opaque:  # an opaque layer's own code may have replaced its children
-            self._modules_by_name = dict(self.model.named_modules(remove_duplicate=False))
+            self._modules_by_name = dict(named_modules(self.model, remove_duplicate=False))
         # exec changed the shapes of the tensors it cut, and nothing else a plan can see
         # (opaque layers may replace their own tensors: those are watched afresh)
         self._watch = None if plan.actions.opaque or self._watch is None else \
@@ -550,7 +550,7 @@ class _Watch:
 
 def _tensor_watch(model: nn.Module) -> _Watch:
     sizes, items, shapes = [], [], []
-    for m in model.modules():
+    for _name, m in named_modules(model):
         for d in (m._modules, m._parameters, m._buffers):
             sizes.append((d, len(d)))
             for k, v in d.items():

@@ -81,6 +81,15 @@ class DimGraph:
         self.adj.append([])
         return vid
 
+    def vertex_at(self, k: tuple[int, int], size: int) -> int:
+        """A new vertex for ``k = (value, dim)`` of the given size (the caller looked it up)."""
+        vid = len(self.size)
+        self.size.append(size)
+        self.key.append(k)
+        self.adj.append([])
+        self.vertex_of[k] = vid
+        return vid
+
     def vertex(self, value: int, dim: int) -> int:
         k = (value, dim)
         vid = self.vertex_of.get(k)
@@ -124,11 +133,28 @@ class DimGraph:
             owner = None
         ri = len(self.rels)
         self.rels.append(MapRel(a, b, owner, ctx.node.id, why))
-        self.adj[a].append(ri)
+        adj = self.adj
+        adj[a].append(ri)
         if b != a:
-            self.adj[b].append(ri)
-        self._touch(a, ctx, owner, True)
-        self._touch(b, ctx, owner, False)
+            adj[b].append(ri)
+        if owner is not None:
+            self._touch(a, ctx, owner, True)
+            self._touch(b, ctx, owner, False)
+            return
+        # an identity (most maps): _touch without an owner, inlined for both ends
+        key, handled, ins, outs = self.key, self.handled, ctx._inputs, ctx._outputs
+        for v in (a, b):
+            value = key[v][0]
+            if value == "virtual":
+                continue
+            if value in ins:
+                h = handled.get(v)
+                if h is None:
+                    handled[v] = {ctx.key}
+                else:
+                    h.add(ctx.key)
+            if value in outs:
+                self.cover[v] = True
 
     def add_block(self, left: list[int], right: list[int], ctx: RuleContext, why: str) -> None:
         if im.product_size([self.size[v] for v in left]) != im.product_size(
@@ -155,20 +181,28 @@ class DimGraph:
         """Dims that can never lose an index: model inputs and outputs, constants, dims no
         producer can shrink (conv spatial dims), and dims some reader cannot follow."""
         n = len(self.size)
-        fixed = np.zeros(n, dtype=bool)
+        fixed = [False] * n
         outputs = set(self.graph.fixed_outputs)
-        for v in range(n):
-            key = self.key[v]
-            if key[0] == "virtual":
+        values, cover = self.graph.values, self.cover
+        handled_get, readers_get = self.handled.get, self.readers.get
+        for v, key in enumerate(self.key):
+            vid = key[0]
+            if vid == "virtual":
                 fixed[v] = self.virtuals[v].fixed
                 continue
-            value = self.graph.values[key[0]]
-            if value.kind in (INPUT, CONSTANT) or value.id in outputs:
+            kind = values[vid].kind
+            if kind == INPUT or kind == CONSTANT or vid in outputs:
                 fixed[v] = True
-            elif value.kind == ACTIVATION and v not in self.cover:
+            elif kind == ACTIVATION and v not in cover:
                 fixed[v] = True
-            elif any(r not in self.handled.get(v, ()) for r in self.readers.get(value.id, ())):
-                fixed[v] = True
+            else:
+                readers = readers_get(vid)
+                if readers:
+                    h = handled_get(v, ())
+                    for r in readers:
+                        if r not in h:
+                            fixed[v] = True
+                            break
         # spread along identities, and across reshapes whose whole other side is fixed
         stack = [v for v in range(n) if fixed[v]]
         while stack:
@@ -188,7 +222,7 @@ class DimGraph:
                                 if not fixed[z]:
                                     fixed[z] = True
                                     stack.append(z)
-        self.fixed = fixed
+        self.fixed = np.array(fixed, dtype=bool)
 
 
     def head_like(self) -> np.ndarray:

@@ -15,6 +15,7 @@ from torch import nn
 from .plan import Actions, PruningPlan
 from .pruners import keep_index, prune_tensor, sync_layer
 from .module_state import cache_dicts
+from .module_walk import named_modules
 
 if TYPE_CHECKING:  # pragma: no cover
     from .traced_view import TracedView
@@ -32,7 +33,7 @@ class _Modules:
 
     def module(self, name: str) -> nn.Module:
         if self._by_name is None:
-            self._by_name = dict(self.model.named_modules(remove_duplicate=False))
+            self._by_name = dict(named_modules(self.model, remove_duplicate=False))
         m = self._by_name.get(name)
         return m if m is not None else self.model.get_submodule(name)
 

@@ -73,13 +73,20 @@ class Call:
 
     @property
     def packet(self) -> str:
-        """``aten.view.default`` -> ``view``."""
-        parts = self.op.split(".")
-        return parts[1] if len(parts) > 1 else parts[0]
+        """``aten.view.default`` -> ``view`` (read for every call by every stage: each op
+        name is split once per process)."""
+        packet = _PACKETS.get(self.op)
+        if packet is None:
+            parts = self.op.split(".")
+            packet = _PACKETS[self.op] = parts[1] if len(parts) > 1 else parts[0]
+        return packet
 
     def tensor_args(self) -> Iterator[int]:
         yield from _refs(self.args)
         yield from _refs(tuple(self.kwargs.values()))
+
+
+_PACKETS: dict[str, str] = {}
 
 
 def _refs(obj: Any) -> Iterator[int]:

@@ -524,6 +524,9 @@ def propagate_labels(dg: "TracedView", group: Group) -> dict[int, np.ndarray]:
     G = dg.dg
     members = set(group.members)
     labels: dict[int, np.ndarray] = {group.vertex: np.arange(group.size, dtype=im.INDEX)}
+    # vertices whose every index is labelled: their labels never change again, so an
+    # identity passes the very array on (shared, never written) and nothing is compared
+    full = {group.vertex}
     queue = [group.vertex]
     while queue:
         v = queue.pop()
@@ -550,9 +553,15 @@ def propagate_labels(dg: "TracedView", group: Group) -> dict[int, np.ndarray]:
             elif isinstance(rel, BlockRel):
                 updates.extend(_block_labels(G, rel, labels, members))
             for other, new in updates:
+                if other in full:
+                    continue
                 cur = labels.get(other)
-                if cur is None:  # first label: all of ``new`` (its own copy, filled later)
-                    labels[other] = np.array(new, dtype=im.INDEX)
+                if cur is None:
+                    if new is lab and v in full:  # an identity from a complete labelling
+                        labels[other] = lab
+                        full.add(other)
+                    else:  # first label: all of ``new`` (its own copy, filled later)
+                        labels[other] = np.array(new, dtype=im.INDEX)
                     queue.append(other)
                     continue
                 fill = (cur < 0) & (new >= 0)

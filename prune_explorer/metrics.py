@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .graph import Call, Graph, Ref
+from .module_walk import named_modules
 
 try:
     from torch.utils.flop_counter import flop_registry as _FLOP_REGISTRY
@@ -26,7 +27,14 @@ MAC_OPS = frozenset({getattr(p, "__name__", str(p)) for p in _FLOP_REGISTRY} | {
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (tied parameters counted once), as the classic ``tp.utils``."""
-    return sum(p.numel() for p in model.parameters())
+    seen: set[int] = set()
+    total = 0
+    for _name, m in named_modules(model):
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
 
 
 def node_macs(graph: Graph) -> dict[str, int]:

@@ -22,6 +22,8 @@ from operator import is_
 
 from torch import nn
 
+from .module_walk import named_modules
+
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))  # _parameters, _buffers, hooks, training
 _CONTAINERS = (dict, list, set)
 
@@ -35,11 +37,19 @@ def cache_dicts(model_or_modules) -> list[dict]:
     first eval forward with tensors derived from parameters). Tracing empties them, so it
     records how their tensors are computed; exec empties them, so a pruned model never
     reuses a tensor of the old shape."""
-    modules = model_or_modules.named_modules() if isinstance(model_or_modules, nn.Module) \
+    modules = named_modules(model_or_modules) if isinstance(model_or_modules, nn.Module) \
         else model_or_modules
-    return [val for _name, m in modules for attr, val in vars(m).items()
-            if isinstance(val, dict) and val and "cache" in attr.lower() and
-            attr not in _MODULE_INTERNALS]  # is_cache, inlined: every attribute of every module
+    found = []
+    for _name, m in modules:
+        d = m.__dict__
+        try:
+            if "cache" not in "|".join(d).lower():  # one C search over the names
+                continue
+        except TypeError:  # a name that is not a string: look at each
+            pass
+        found.extend(val for attr, val in d.items() if isinstance(val, dict) and val and
+                     "cache" in attr.lower() and attr not in _MODULE_INTERNALS)
+    return found
 
 
 def _copy(val):

@@ -74,12 +74,16 @@ class RuleContext:
         dim %= len(shape)
         if shape[dim] <= 1:
             return None
-        vid = self.b.vertex_of.get((ref.value, dim))
-        return vid if vid is not None else self.b.vertex(ref.value, dim)
+        k = (ref.value, dim)
+        vid = self.b.vertex_of.get(k)
+        return vid if vid is not None else self.b.vertex_at(k, shape[dim])
 
     def same(self, a: Ref, da: int, b: Ref, db: int, why: str = "") -> None:
-        va, vb = self.v(a, da), self.v(b, db)
-        if va is not None and vb is not None and self.b.size[va] == self.b.size[vb]:
+        va = self.v(a, da)
+        if va is None:  # a batch dim of 1: nothing to relate
+            return
+        vb = self.v(b, db)
+        if vb is not None and self.b.size[va] == self.b.size[vb]:
             self.b.add_map(va, vb, None, self, why)
 
     def map(self, a: Ref, da: int, b: Ref, db: int, owner: im.OwnerMap, why: str = "") -> None:

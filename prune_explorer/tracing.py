@@ -399,9 +399,32 @@ class _Recorder:
                         ref = refs[v] = Ref(v)
                     rargs.append(ref)
                     continue
+            elif t is list or t is tuple:
+                # the dispatcher made this list for this call alone: kept as it is when
+                # it holds only plain values (sizes, strides)
+                for i in a:
+                    if type(i) not in _PLAIN:
+                        break
+                else:
+                    rargs.append(a)
+                    continue
+            elif t in _META_STR:
+                rargs.append(_META_STR[t](a))
+                continue
             rargs.append(self._ref(a, frame))
         rargs = tuple(rargs)
-        rkwargs = {k: self._ref(v, frame) for k, v in kwargs.items()} if kwargs else {}
+        if kwargs:
+            rkwargs = {}
+            for k, v in kwargs.items():
+                t = type(v)
+                if t in _PLAIN:
+                    rkwargs[k] = v
+                elif t in _META_STR:
+                    rkwargs[k] = _META_STR[t](v)
+                else:
+                    rkwargs[k] = self._ref(v, frame)
+        else:
+            rkwargs = {}
         if type(out) is torch.Tensor or isinstance(out, torch.Tensor):
             # an in-place op returns its input: record a new version of that value
             vid = self.next_value
@@ -477,6 +500,15 @@ class _Shapes:
 
 _PERSISTENT = frozenset({PARAM, BUFFER, INPUT})
 _META_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_str(x) -> str:
+    return str(x)
+
+
+# recorded as their names (``torch.float32``, ``cpu``), each name made once
+_META_STR = {t: _meta_str for t in _META_TYPES}
 _PLAIN = frozenset({int, float, bool, type(None), str})
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import shape_only as _so
 from .errors import TracingError
+from .module_walk import named_modules
 from .tracing import iter_tensors, kept_state, normalize_inputs
 
 
@@ -235,7 +236,7 @@ def check_model_runs(model: nn.Module, example_inputs: Any,
     does not save and restore the modules' Python state (``Graph.writes_state``: the traced
     forward wrote none)."""
     args, kwargs = normalize_inputs(example_inputs)
-    modules = list(model.named_modules())
+    modules = named_modules(model)
     shapes, exc, scope = _forward(model, args, kwargs, modules, True, shortcuts, python_state)
     if exc is not None or not _matches(shapes, expected):
         # placeholders can mislead a forward that reads values: only the real one decides
