@@ -497,9 +497,13 @@ def unit_importance(dg: "TracedView", group: Group, units: list[np.ndarray],
         return unit_importance(dg, group, units, "l1", policy, cache=cache)
     if singletons:
         labels = propagate_labels(dg, group)
+        root = labels[group.vertex]  # arange: members reached by identities share it
         for v, s in per_vertex_scores.items():
             lab = labels.get(v)
             if lab is None:
+                continue
+            if lab is root:  # channel i follows root channel i: no reordering to sum
+                totals += s
                 continue
             ok = lab >= 0
             totals += np.bincount(lab[ok], weights=s[ok], minlength=n)[:n]
