@@ -316,7 +316,8 @@ class Op:
     """What this module needs to know about one ATen overload, computed once. Looked up by
     ``id``: an OpOverload hashes in Python, and these lookups run for every op."""
 
-    __slots__ = ("func", "name", "packet", "mutates", "rule", "data_dependent", "by_args")
+    __slots__ = ("func", "name", "packet", "mutates", "rule", "data_dependent", "by_args",
+                 "pointwise")
 
     def __init__(self, func):
         self.func = func  # keeps the overload (and so its id) alive
@@ -331,6 +332,7 @@ class Op:
                 not any(r in self.name for r in _RANDOM):
             self.rule = _pointwise_rule(func)
             self.rule.pointwise = True
+        self.pointwise = getattr(self.rule, "pointwise", False)
         self.data_dependent = self.packet in DATA_DEPENDENT
         self.by_args = self.packet in ("index", "repeat_interleave")  # depends on the args
 
@@ -362,7 +364,7 @@ _CHECKED: dict[tuple, bool] = {}
 def _signature(o: Op, args) -> tuple:
     sig = [id(o.func)]
     for a in args:
-        if isinstance(a, torch.Tensor):  # (a.device: .type costs 8x as much to read)
+        if type(a) is torch.Tensor or isinstance(a, torch.Tensor):  # (a.device: .type costs 8x as much to read)
             sig.append((a.dim(), a.dtype, a.device, a.is_contiguous()))
         elif a is None or a is True or a is False:
             sig.append(a)
@@ -385,9 +387,9 @@ def evaluate(func, args, kwargs, tainted: bool = False):
     """``(outputs, placeholder)`` of ``func(*args, **kwargs)``: placeholders of the exact
     layout for the heavy ops this module knows, and for elementwise ops on placeholder data
     (``tainted``), each rule checked once per signature; else the real result."""
-    o = op(func)
+    o = _OPS.get(id(func)) or op(func)
     rule = o.rule
-    if rule is None or (not tainted and getattr(rule, "pointwise", False)):
+    if rule is None or (not tainted and o.pointwise):
         return func(*args, **(kwargs or {})), False
     sig = _signature(o, args)
     ok = _CHECKED.get(sig)
