@@ -178,3 +178,38 @@ def test_a_check_that_writes_state_leaves_it_as_it_was(monkeypatch):
     assert DG.graph.writes_state and model.calls == 0
     DG.get_pruning_plan(model.conv1, tp.prune_conv, [0, 3]).exec()
     assert model.calls == 0 and model.conv1.out_channels == 6
+
+
+def test_a_plain_layer_written_by_its_parent_is_put_back():
+    """A plain torch layer's state is snapshotted whole and compared by identity: an
+    attribute its parent adds to it, or replaces on it, during the forward is undone."""
+
+    class Writer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            self.conv.last_input = x  # added on a plain child
+            self.bn.eps = 0.5  # replaced on a plain child
+            return self.bn(self.conv(x))
+
+    model = Writer().eval()
+    eps = model.bn.eps
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, SIZE, SIZE))
+    assert not hasattr(model.conv, "last_input") and model.bn.eps is eps
+    assert DG.graph.writes_state
+
+
+def test_module_walk_lists_what_named_modules_lists():
+    """The iterative walk: same names, same order, a shared module once (or every time it is
+    reached, with remove_duplicate=False), None children skipped."""
+    from prune_explorer.module_walk import named_modules
+    shared = nn.Linear(2, 2)
+    inner = nn.Sequential(shared, nn.ReLU(), nn.Sequential(nn.Tanh(), shared))
+    model = nn.Sequential(inner, nn.Identity(), shared, inner)
+    model.add_module("gone", None)
+    for dedup in (True, False):
+        ours = [(n, id(m)) for n, m in named_modules(model, remove_duplicate=dedup)]
+        assert ours == [(n, id(m)) for n, m in model.named_modules(remove_duplicate=dedup)]
+    assert tp.utils.count_params(model) == sum(p.numel() for p in model.parameters()) == 6

@@ -233,3 +233,28 @@ def test_a_failed_exec_keeps_the_graph_it_was_planned_on():
     assert state_equal(snapshot(model), before)
     assert DG.graph is graph and DG.version == version
     DG.get_pruning_plan(model.a, "out", idxs=[2])  # plans on the kept graph still work
+
+
+def test_torch_layers_run_without_the_function_mode_and_it_comes_back():
+    """Inside a torch layer with torch's own forward the function mode steps aside (its calls
+    record no Python-level name); a subclass with its own forward, or a layer with a hook of
+    its own, keeps it. A layer that raises mid-trace leaves the mode stack as it was."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    class OwnForward(nn.Conv2d):
+        def forward(self, x):
+            return F.conv2d(x, self.weight, self.bias)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), OwnForward(4, 4, 1), nn.Conv2d(4, 4, 1))
+    model[2].register_forward_hook(lambda m, i, o: None)
+    g = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 5, 5)).graph
+    py = {nid: [c.py for c in n.calls] for nid, n in g.nodes.items() if n.calls}
+    assert py["0"] == [None]
+    assert py["1"][0] is not None and py["1"][0][0] == "conv2d"
+    assert py["2"][0] is not None and py["2"][0][0] == "conv2d"
+
+    bad = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Linear(7, 2))  # Linear gets 5 features
+    with pytest.raises(tp.TracingError):
+        tp.DependencyGraph().build_dependency(bad, torch.randn(1, 3, 5, 5))
+    assert not _get_current_function_mode_stack()
+    tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 5, 5))  # still traces
