@@ -69,8 +69,10 @@ def _same(val, content) -> bool:
 
 
 def runs_torch_forward(module: nn.Module) -> bool:
-    """Does the layer run a forward defined by torch itself (not a subclass's)?"""
-    return getattr(type(module).forward, "__module__", "").startswith("torch.nn.")
+    """Does the layer run a forward defined by torch itself (not a subclass's, nor one set
+    on the instance)?"""
+    return "forward" not in module.__dict__ and getattr(
+        type(module).forward, "__module__", "").startswith("torch.nn.")
 
 
 def _plain(m: nn.Module) -> bool:

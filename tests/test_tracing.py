@@ -258,3 +258,14 @@ def test_torch_layers_run_without_the_function_mode_and_it_comes_back():
         tp.DependencyGraph().build_dependency(bad, torch.randn(1, 3, 5, 5))
     assert not _get_current_function_mode_stack()
     tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 5, 5))  # still traces
+
+
+def test_a_forward_set_on_the_instance_keeps_the_function_mode():
+    """A torch layer whose forward was replaced on the instance runs someone's code: its
+    calls keep their Python-level names."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1))
+    conv = model[1]
+    conv.forward = lambda x: F.conv2d(x, conv.weight, conv.bias)
+    g = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 5, 5)).graph
+    assert g.nodes["0"].calls[0].py is None
+    assert g.nodes["1"].calls[0].py[0] == "conv2d"
