@@ -83,20 +83,13 @@ class DimGraph:
 
     def vertex_at(self, k: tuple[int, int], size: int) -> int:
         """A new vertex for ``k = (value, dim)`` of the given size (the caller looked it up)."""
-        vid = len(self.size)
-        self.size.append(size)
-        self.key.append(k)
-        self.adj.append([])
-        self.vertex_of[k] = vid
+        vid = self.vertex_of[k] = self._new_vertex(k, size)
         return vid
 
     def vertex(self, value: int, dim: int) -> int:
         k = (value, dim)
         vid = self.vertex_of.get(k)
-        if vid is None:
-            vid = self._new_vertex(k, self.graph.values[value].shape[dim])
-            self.vertex_of[k] = vid
-        return vid
+        return vid if vid is not None else self.vertex_at(k, self.graph.values[value].shape[dim])
 
     def virtual(self, key, size, node: Node, attr, fixed, handler=None) -> int:
         k = ("virtual",) + tuple(key)

@@ -69,7 +69,9 @@ class LayerRegistry:
             self._table[layer_type] = spec
 
     def _find(self, module: nn.Module) -> tuple[LayerSpec | None, type | None]:
-        t = type(module)
+        return self._find_type(type(module))
+
+    def _find_type(self, t: type) -> tuple[LayerSpec | None, type | None]:
         hit = self._memo.get(t)
         if hit is None:
             hit = self._memo[t] = self._walk(t)
@@ -80,12 +82,8 @@ class LayerRegistry:
             spec = self._table.get(cls) or self._by_name.get(cls.__name__)
             if spec is not None:
                 return spec, cls
-        if self.parent is None:
-            return None, None
-        hit = self.parent._memo.get(t)  # the shared registry remembers across graphs
-        if hit is None:
-            hit = self.parent._memo[t] = self.parent._walk(t)
-        return hit
+        # the shared registry remembers its answers across graphs
+        return self.parent._find_type(t) if self.parent is not None else (None, None)
 
     def lookup(self, module: nn.Module) -> LayerSpec | None:
         return self._find(module)[0]

@@ -364,7 +364,8 @@ _CHECKED: dict[tuple, bool] = {}
 def _signature(o: Op, args) -> tuple:
     sig = [id(o.func)]
     for a in args:
-        if type(a) is torch.Tensor or isinstance(a, torch.Tensor):  # (a.device: .type costs 8x as much to read)
+        if type(a) is torch.Tensor or isinstance(a, torch.Tensor):
+            # the device itself: reading its .type costs 8x as much
             sig.append((a.dim(), a.dtype, a.device, a.is_contiguous()))
         elif a is None or a is True or a is False:
             sig.append(a)
@@ -383,11 +384,12 @@ def _same_layout(a, b) -> bool:
         for x, y in zip(a, b))
 
 
-def evaluate(func, args, kwargs, tainted: bool = False):
+def evaluate(func, args, kwargs, tainted: bool = False, o: Op | None = None):
     """``(outputs, placeholder)`` of ``func(*args, **kwargs)``: placeholders of the exact
     layout for the heavy ops this module knows, and for elementwise ops on placeholder data
-    (``tainted``), each rule checked once per signature; else the real result."""
-    o = _OPS.get(id(func)) or op(func)
+    (``tainted``), each rule checked once per signature; else the real result. ``o``: the
+    op's record, when the caller has it."""
+    o = o or _OPS.get(id(func)) or op(func)
     rule = o.rule
     if rule is None or (not tainted and o.pointwise):
         return func(*args, **(kwargs or {})), False
@@ -468,7 +470,7 @@ class Run:
                 self.stop(o.packet)
             out, placeholder = func(*args, **(kwargs or {})), False
         else:
-            out, placeholder = evaluate(func, args, kwargs, tainted)
+            out, placeholder = evaluate(func, args, kwargs, tainted, o)
         if tainted:
             if o.mutates:
                 self.tainted_storage = True  # aliases of the written tensor hold placeholders

@@ -473,7 +473,7 @@ class _Recorder:
         if isinstance(x, (list, tuple)):
             return tuple(self._ref(i, frame) for i in x)
         if isinstance(x, _META_TYPES):
-            return str(x)
+            return _meta_str(x)
         return x
 
     # ---- nodes --------------------------------------------------------------------------
