@@ -56,6 +56,7 @@ class DependencyGraph(ClassicGraphAPI):
         self._executed: list[PruningPlan] = []
         self._watch: _Watch | None = None  # what check_fresh compares, see _tensor_watch
         self._modules_by_name: dict[str, nn.Module] = {}
+        self._module_list: list | None = None  # named_modules(), kept with _modules_by_name
         self._name_of_module: dict[int, str] = {}
 
     def __deepcopy__(self, memo):
@@ -139,6 +140,7 @@ class DependencyGraph(ClassicGraphAPI):
         by, as ``named_parameters`` gives it) and every (module, attr) that holds it."""
         every = named_modules(self.model, remove_duplicate=False)
         self._modules_by_name = dict(every)
+        self._module_list = _first_names(every)
         self._name_of_module = name_of = {}
         param_name: dict[int, str] = {}
         buffer_name: dict[int, str] = {}
@@ -459,7 +461,8 @@ class DependencyGraph(ClassicGraphAPI):
                     m for m, _a, _o, _n in a.ints}
                 shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed)
                 check_model_runs(self.model, self.example_inputs, expected, shortcuts,
-                                 python_state=graph.writes_state)
+                                 python_state=graph.writes_state,
+                                 modules=None if a.opaque else self._module_list)
         except Exception as exc:
             snap.restore()
             # the model is bit-identical to the one traced before: keep that graph, so plans
@@ -472,7 +475,9 @@ class DependencyGraph(ClassicGraphAPI):
                 f"unchanged: {where}") from exc
         self._follow(plan, new_shapes)
         if plan.actions.opaque:  # an opaque layer's own code may have replaced its children
-            self._modules_by_name = dict(named_modules(self.model, remove_duplicate=False))
+            every = named_modules(self.model, remove_duplicate=False)
+            self._modules_by_name = dict(every)
+            self._module_list = _first_names(every)
         # exec changed the shapes of the tensors it cut, and nothing else a plan can see
         # (opaque layers may replace their own tensors: those are watched afresh)
         self._watch = None if plan.actions.opaque or self._watch is None else \
@@ -560,6 +565,18 @@ def _tensor_watch(model: nn.Module) -> _Watch:
                 if v is not None:
                     shapes.append((v, v.shape))
     return _Watch(sizes, items, shapes)
+
+
+def _first_names(every: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """``named_modules()`` (each module once, by its first name) from the walk that lists
+    shared modules under every name: the same pairs in the same order."""
+    seen: set[int] = set()
+    out = []
+    for name, m in every:
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append((name, m))
+    return out
 
 
 def _unchanged(watch: _Watch) -> bool:

@@ -36,6 +36,7 @@ class PlanBuilder:
         self.trigger = trigger
         self.graph = dgraph.graph
         self.dg = dgraph.dg
+        self._sides: dict[str, object] = {}  # module -> _sides_of, once per layer
 
     def build(self, idxs: list[int], groups: int) -> PruningPlan:
         G, cl, graph, dg = self.G, self.cl, self.graph, self.dg
@@ -123,12 +124,16 @@ class PlanBuilder:
                     node = graph.nodes[nid]
                     macs_gone[nid] = spec.macs(m, node, graph, {}) - spec.macs(m, node, graph, sets)
 
-        # exact parameter counts
+        # exact parameter counts (shapes as they are before exec, for the steps' counts too)
         total_params = 0
+        self.param_shape: dict[str, tuple | None] = {}  # cut tensor -> shape (None: a buffer)
         for tname, dims in cuts.items():
             t = G.tensor(tname)
             if isinstance(t, nn.Parameter):
-                total_params += removed_numel(t.shape, {d: len(i) for d, i in dims.items()})
+                self.param_shape[tname] = shape = tuple(t.shape)
+                total_params += removed_numel(shape, {d: len(i) for d, i in dims.items()})
+            else:
+                self.param_shape[tname] = None
         opaque_params = {}
         for mod, sets in opaque.items():
             m = G.submodule(mod)
@@ -200,21 +205,34 @@ class PlanBuilder:
         return out
 
     def _module_side(self, mod: str, attr: str, dim: int) -> tuple:
+        sides = self._sides.get(mod)
+        if sides is None:
+            sides = self._sides[mod] = self._sides_of(mod)
+        if sides == "coupled":
+            return ("module", mod, "out")
+        if sides == "missing":
+            return ("param", mod, "param")
+        if sides is not None:
+            if (attr, dim) in sides[0]:
+                return ("module", mod, "out")
+            if (attr, dim) in sides[1]:
+                return ("module", mod, "in")
+        return ("param", f"{mod}.{attr}" if mod else attr, "param")
+
+    def _sides_of(self, mod: str):
+        """A layer's (output-side, input-side) tensor dims; "coupled" when both are one;
+        None for tensors no layer spec claims (bare parameters, opaque layers)."""
         G = self.G
         try:
             m = G.submodule(mod)
         except AttributeError:
-            return ("param", mod, "param")
+            return "missing"
         spec = G.registry.lookup(m)
         if spec is None or spec.opaque:
-            return ("param", f"{mod}.{attr}" if mod else attr, "param")
+            return None
         if spec.coupled(m):
-            return ("module", mod, "out")
-        if (attr, dim) in spec.out_params(m):
-            return ("module", mod, "out")
-        if (attr, dim) in spec.in_params(m):
-            return ("module", mod, "in")
-        return ("param", f"{mod}.{attr}" if mod else attr, "param")
+            return "coupled"
+        return (tuple(spec.out_params(m)), tuple(spec.in_params(m)))
 
     def _nodes_of_value(self, value: int) -> list[str]:
         graph = self.graph
@@ -293,13 +311,17 @@ class PlanBuilder:
         in another) counts the overlap once: each cut counts what is left after earlier ones."""
         total = 0
         for tname, d in step_cuts:
-            t = self.G.tensor(tname)
-            if not isinstance(t, nn.Parameter):
+            shape = self.param_shape[tname]
+            if shape is None:
                 continue
-            done = counted.setdefault(tname, {})
-            before = removed_numel(t.shape, done)
+            done = counted.get(tname)
+            if done is None:  # the first cut of this tensor: nothing counted before it
+                counted[tname] = {d: len(cuts[tname][d])}
+                total += removed_numel(shape, counted[tname])
+                continue
+            before = removed_numel(shape, done)
             done[d] = len(cuts[tname][d])
-            total += removed_numel(t.shape, done) - before
+            total += removed_numel(shape, done) - before
         return total
 
     def _trigger(self, v: int, key: tuple, index: int, fn_of_key: dict, index_of_key: dict,

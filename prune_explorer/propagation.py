@@ -38,14 +38,27 @@ class Closure:
     problems: list[Problem] = field(default_factory=list)
     expanded: bool = False  # a reshape widened the request (heads, groups, shuffles)
     widened_by: list[str] = field(default_factory=list)  # the nodes whose reshape widened it
+    # per vertex, read many times by groups, plans and checks once the masks are final (set
+    # by ``_check``, the last thing ``close`` does; nothing writes a mask after it)
+    _counts: dict[int, int] = field(default_factory=dict, repr=False)
+    _pruned: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def pruned(self, v: int) -> np.ndarray:
-        m = self.masks.get(v)
-        return np.zeros(0, dtype=im.INDEX) if m is None else np.flatnonzero(m)
+        """The pruned indices of ``v``, ascending (one array per vertex: do not write it)."""
+        p = self._pruned.get(v)
+        if p is None:
+            m = self.masks.get(v)
+            p = np.zeros(0, dtype=im.INDEX) if m is None else np.flatnonzero(m)
+            p.flags.writeable = False  # shared by every reader
+            self._pruned[v] = p
+        return p
 
     def count(self, v: int) -> int:
-        m = self.masks.get(v)
-        return 0 if m is None else int(np.count_nonzero(m))
+        c = self._counts.get(v)
+        if c is None:
+            m = self.masks.get(v)
+            c = self._counts[v] = 0 if m is None else int(np.count_nonzero(m))
+        return c
 
     def path(self, v: int) -> list[tuple[int, int]]:
         """(vertex, relation) steps from the seed to ``v``."""
@@ -171,9 +184,10 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
     dg = cl.dg
     graph = dg.graph
     outputs = set(graph.fixed_outputs)
+    counts = cl._counts
     for v in cl.order:
         m = cl.masks[v]
-        n = int(np.count_nonzero(m))
+        n = counts[v] = int(np.count_nonzero(m))
         if n == 0:
             continue
         key = dg.key[v]

@@ -384,14 +384,18 @@ def _same_layout(a, b) -> bool:
         for x, y in zip(a, b))
 
 
-def evaluate(func, args, kwargs, tainted: bool = False, o: Op | None = None):
+def evaluate(func, args, kwargs, tainted: bool = False, o: Op | None = None,
+             before_write: Callable | None = None):
     """``(outputs, placeholder)`` of ``func(*args, **kwargs)``: placeholders of the exact
     layout for the heavy ops this module knows, and for elementwise ops on placeholder data
     (``tainted``), each rule checked once per signature; else the real result. ``o``: the
-    op's record, when the caller has it."""
+    op's record, when the caller has it. ``before_write`` is called before a mutating op
+    runs for real (a rule never writes)."""
     o = o or _OPS.get(id(func)) or op(func)
     rule = o.rule
     if rule is None or (not tainted and o.pointwise):
+        if before_write is not None and o.mutates:
+            before_write()
         return func(*args, **(kwargs or {})), False
     sig = _signature(o, args)
     ok = _CHECKED.get(sig)
@@ -403,9 +407,13 @@ def evaluate(func, args, kwargs, tainted: bool = False, o: Op | None = None):
         if out is not None:
             if ok:
                 return out, True
+            if before_write is not None and o.mutates:
+                before_write()
             real = func(*args, **(kwargs or {}))
             _CHECKED[sig] = _same_layout(out, real)
             return real, False
+    if before_write is not None and o.mutates:
+        before_write()
     return func(*args, **(kwargs or {})), False
 
 
@@ -430,6 +438,7 @@ class Run:
         self._tainted: dict[int, weakref.ref] = {}
         self.needs_values: str | None = None  # the op that needed real values
         self.tainted_storage = False  # placeholder data was written into an existing tensor
+        self.before_write: Callable | None = None  # called before an op really writes
 
     def is_tainted(self, items) -> bool:
         tainted = self._tainted
@@ -468,9 +477,11 @@ class Run:
         if o.data_dependent or (o.by_args and data_dependent(func, o.packet, args)):
             if tainted or self.tainted_storage:
                 self.stop(o.packet)
+            if o.mutates and self.before_write is not None:
+                self.before_write()
             out, placeholder = func(*args, **(kwargs or {})), False
         else:
-            out, placeholder = evaluate(func, args, kwargs, tainted, o)
+            out, placeholder = evaluate(func, args, kwargs, tainted, o, self.before_write)
         if tainted:
             if o.mutates:
                 self.tainted_storage = True  # aliases of the written tensor hold placeholders

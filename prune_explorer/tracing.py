@@ -857,13 +857,14 @@ class KeptState:
 
 
 @contextmanager
-def kept_state(model: nn.Module, modules, python_state: bool = True):
+def kept_state(model: nn.Module, modules, python_state: bool = True, buffers: bool = True):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
     the RNG state, and the modules' Python state (``module_state``: a cache with its key).
     ``python_state=False`` leaves the Python state alone: for a forward whose trace showed
-    that the model's code writes none (the check after exec)."""
+    that the model's code writes none (the check after exec). ``buffers=False``: the caller
+    keeps the buffers itself (``verify._BufferGuard``)."""
     saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None]
+                     for attr, b in m._buffers.items() if b is not None] if buffers else ()
     saved_state = save_python_state(modules) if python_state else None
     rng = torch.get_rng_state()
     kept = KeptState()

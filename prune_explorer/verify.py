@@ -117,6 +117,11 @@ def value_sized(graph) -> frozenset:
     if out is not None:
         return out
     from .graph import Ref
+    if not any(c.packet in _SIZE_FROM_VALUES for node in graph.nodes.values()
+               for c in node.calls):
+        # every size below starts at one of those calls: without them there is none
+        out = graph.memo["value_sized"] = frozenset()
+        return out
     dtypes = {vid: v.dtype for vid, v in graph.values.items()}
 
     def sizes_from_values(call) -> bool:
@@ -167,6 +172,9 @@ def value_sized(graph) -> frozenset:
     return out
 
 
+# the packets ``sizes_from_values`` can answer yes for
+_SIZE_FROM_VALUES = _so.DATA_DEPENDENT | {"index", "repeat_interleave"}
+
 _ALIAS: dict[str, str | None] = {}
 
 
@@ -190,11 +198,41 @@ def _alias(name: str) -> str | None:
     return _ALIAS[name]
 
 
+class _BufferGuard:
+    """The buffers of a shape-only forward. Placeholders are never written into a tensor, so
+    a buffer changes only when an op really runs and writes: the buffers are copied just
+    before the first such op (``Run.before_write``), and not at all in most checks. Identity
+    and storage are held too (a forward may assign ``self.buf = ...`` or ``buf.data = ...``)."""
+
+    def __init__(self, modules):
+        self.held = [(m._buffers, attr, b, b.data) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
+        self.copies: list | None = None
+
+    def snapshot(self) -> None:
+        if self.copies is None:
+            self.copies = [data.clone() for _d, _a, _b, data in self.held]
+
+    def restore(self) -> None:
+        copies = self.copies
+        for i, (d, attr, b, data) in enumerate(self.held):
+            if d.get(attr) is not b:
+                d[attr] = b
+            if b.data_ptr() != data.data_ptr() or b.shape != data.shape:
+                b.data = data
+            if copies is not None:
+                data.copy_(copies[i])
+
+
 def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None,
              python_state: bool = True):
     """(output shapes, error, scope) of one forward."""
     where = _Where(modules)
     mode = _so.ShapeOnlyMode() if shape_only else None
+    guard = None
+    if mode is not None:
+        guard = _BufferGuard(modules)
+        mode.run.before_write = guard.snapshot
     handles = [] if shape_only else [
         nn.modules.module.register_module_forward_pre_hook(where.pre),
         nn.modules.module.register_module_forward_hook(where.post)]
@@ -204,7 +242,7 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
             for m, calls in (shortcuts or {}).items():
                 m.forward = _Shortcut(calls, mode.run)
                 swapped.append(m)
-        with kept_state(model, modules, python_state), torch.no_grad():
+        with kept_state(model, modules, python_state, buffers=guard is None), torch.no_grad():
             if mode is not None:
                 with mode:
                     output = model(*args, **kwargs)
@@ -213,6 +251,8 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
     except (Exception, _so.NeedsValues) as exc:
         return None, exc, where.stack[-1] if where.stack else ""
     finally:
+        if guard is not None:
+            guard.restore()
         for m in swapped:
             m.__dict__.pop("forward", None)
         for h in handles:
@@ -229,14 +269,17 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
 
 def check_model_runs(model: nn.Module, example_inputs: Any,
                      expected: Sequence[tuple[int, ...] | None] | None = None,
-                     shortcuts: dict | None = None, python_state: bool = True) -> None:
+                     shortcuts: dict | None = None, python_state: bool = True,
+                     modules: list | None = None) -> None:
     """Raise ``VerificationError`` unless ``model(example_inputs)`` runs and returns tensors of
     the ``expected`` shapes (``None`` entries and ``expected=None`` are not checked).
     ``shortcuts`` (see ``leaf_shortcuts``) are layers that need not run. ``python_state=False``
     does not save and restore the modules' Python state (``Graph.writes_state``: the traced
-    forward wrote none)."""
+    forward wrote none). ``modules``: ``named_modules(model)`` as a list, when the caller
+    keeps that table."""
     args, kwargs = normalize_inputs(example_inputs)
-    modules = named_modules(model)
+    if modules is None:
+        modules = named_modules(model)
     shapes, exc, scope = _forward(model, args, kwargs, modules, True, shortcuts, python_state)
     if exc is not None or not _matches(shapes, expected):
         # placeholders can mislead a forward that reads values: only the real one decides

@@ -296,3 +296,52 @@ def test_a_user_layer_is_pruned_or_restored_with_all_its_attributes(insist):
         plan.exec()
     assert state_equal(snapshot(model), before)
     assert (model.gain.n, model.gain.g_init) == (8, 1.0)
+
+
+class WritesBuffers(nn.Module):
+    """A forward that writes its buffers three ways: an in-place op on real data, ``.data``
+    assigned, and the buffer replaced in ``_buffers``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.register_buffer("seen", torch.tensor([3.0]))
+        self.register_buffer("table", torch.arange(4.0))
+        self.register_buffer("swapped", torch.ones(2))
+
+    def forward(self, x):
+        self.seen.add_(1)
+        self.table.data = torch.zeros(7)
+        self._buffers["swapped"] = torch.zeros(2)
+        return self.bn(self.conv(x))
+
+
+def test_the_shape_only_check_puts_back_buffers_it_wrote():
+    from prune_explorer import verify
+    model = WritesBuffers().eval()
+    x = torch.randn(1, 3, 8, 8)
+    before = {n: (b, b.data_ptr(), b.clone()) for n, b in model.named_buffers()}
+    verify.check_model_runs(model, x, [(1, 4, 6, 6)], python_state=False)
+    for n, b in model.named_buffers():
+        obj, ptr, value = before[n]
+        assert b is obj and b.data_ptr() == ptr and torch.equal(b, value), n
+
+
+def test_the_shape_only_check_copies_no_buffer_when_nothing_writes(monkeypatch):
+    from prune_explorer import verify
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).eval()
+    for _ in range(2):  # each rule is checked against the real kernel once: that one writes
+        verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)],
+                                python_state=False)
+    copies = []
+    real = verify._BufferGuard.snapshot
+    monkeypatch.setattr(verify._BufferGuard, "snapshot",
+                        lambda self: (copies.append(1), real(self))[1])
+    verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)], python_state=False)
+    assert copies == []  # eval BatchNorm and an in-place ReLU on placeholders write nothing
+    model.train()
+    mean = model[1].running_mean.clone()
+    verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)], python_state=False)
+    assert copies  # training BatchNorm counts its batches: a real write
+    assert int(model[1].num_batches_tracked) == 0 and torch.equal(model[1].running_mean, mean)
