@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .traced_view import TracedView
@@ -128,13 +128,22 @@ class PruningPlan:
     exact predictions that ``exec()`` then realises."""
 
     def __init__(self, dg: "TracedView", root: str, side: str, idxs: list[int],
-                 steps: list[Step], actions: Actions, params_removed: int, macs_removed: int,
-                 problems: list, highlighted: dict[str, dict], groups: int = 1):
+                 steps: "list[Step] | Callable[[], tuple[list[Step], dict]]", actions: Actions,
+                 params_removed: int, macs_removed: int, problems: list,
+                 highlighted: dict[str, dict] | None, groups: int = 1):
+        """``steps`` may be a function returning ``(steps, highlighted)``, called when the
+        steps are first read: a whole-model plan is executed at once, and its hundreds of
+        steps are only worked out if somebody looks (from facts taken before exec)."""
         self._dg = dg
         self.root = root
         self.side = side
         self.idxs = idxs
-        self.steps = steps
+        self._steps: list[Step] | None = None
+        self._make_steps = None
+        if callable(steps):
+            self._make_steps = steps
+        else:
+            self.steps = steps
         self.actions = actions
         self.params_removed = params_removed
         self.macs_removed = macs_removed
@@ -142,6 +151,18 @@ class PruningPlan:
         self._highlighted = highlighted
         self.groups = groups
         self.executed = False
+
+    @property
+    def steps(self) -> list[Step]:
+        """Every layer and op the plan touches, root first, in the order exec handles them."""
+        if self._steps is None:
+            self.steps, self._highlighted = self._make_steps()
+            self._make_steps = None
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: list[Step]) -> None:
+        self._steps = steps
         for s in steps:
             s._plan = self  # for the classic view of a step (dep.broken_node.module)
 
@@ -149,6 +170,7 @@ class PruningPlan:
     def highlighted(self) -> dict[str, dict]:
         """Graph node -> {"role", "idxs", "why", "fn", "step"} of the step it is shown with
         (the step whose role ranks first: root, out, in, pass)."""
+        self.steps  # noqa: B018 - worked out together with the steps
         h = self._highlighted
         if h and isinstance(next(iter(h.values())), int):
             h = self._highlighted = {

@@ -107,6 +107,15 @@ class PlanBuilder:
                 if producer is not None:
                     self.owner_step[v] = ("node", producer.id)
 
+        # each layer step's classic function, while the layer is as the plan found it (a
+        # depthwise conv pruned to one channel is no grouped conv afterwards)
+        self._fns = {}
+        for st in steps.values():
+            kind = st["kind"]
+            if kind != "pass" and kind != "param":
+                m = G.submodule(st["module"])
+                self._fns[(st["module"], kind)] = _classic_fn(G.registry.lookup(m), m, kind)
+
         # predicted MACs per touched node
         layer_nodes = set(touched_nodes)
         for mod in {s["module"] for s in steps.values() if s["kind"] != "pass"}:
@@ -127,10 +136,12 @@ class PlanBuilder:
         # exact parameter counts (shapes as they are before exec, for the steps' counts too)
         total_params = 0
         self.param_shape: dict[str, tuple | None] = {}  # cut tensor -> shape (None: a buffer)
+        self.tensor_shape: dict[str, tuple] = {}  # cut tensor -> shape
         for tname, dims in cuts.items():
             t = G.tensor(tname)
+            self.tensor_shape[tname] = shape = tuple(t.shape)
             if isinstance(t, nn.Parameter):
-                self.param_shape[tname] = shape = tuple(t.shape)
+                self.param_shape[tname] = shape
                 total_params += removed_numel(shape, {d: len(i) for d, i in dims.items()})
             else:
                 self.param_shape[tname] = None
@@ -169,9 +180,10 @@ class PlanBuilder:
         actions.sync = sync
 
         total_macs = sum(v for v in macs_gone.values() if v > 0)
-        out_steps, highlighted = self._finish_steps(steps, cuts, dict(macs_gone), opaque_params)
-        plan = PruningPlan(G, self.root, self.side, idxs, out_steps, actions, total_params,
-                           total_macs, list(cl.problems), highlighted, groups)
+        # the steps are worked out when first read (maybe after exec): from what is known now
+        finish = partial(self._finish_steps, steps, cuts, dict(macs_gone), opaque_params)
+        plan = PruningPlan(G, self.root, self.side, idxs, finish, actions, total_params,
+                           total_macs, list(cl.problems), None, groups)
         plan._version = G.version
         plan._closure = cl
         plan.suspect_nodes = suspects
@@ -263,19 +275,18 @@ class PlanBuilder:
                 node = graph.nodes[target]
                 nodes, fn, module_repr, params = (target,), _pass_fn(node), node.type, 0
             elif kind == "param":
-                t = G.tensor(target)
                 readers = tuple(r[0] for r in self.dg.readers.get(graph.param_values.get(target), ()))
                 nodes = (target,) + tuple(dict.fromkeys(readers))
-                fn, module_repr = "prune_parameter", f"Parameter{list(t.shape)}"
+                fn = "prune_parameter"
+                module_repr = f"Parameter{list(self.tensor_shape[target])}"
                 params = self._step_params(s["cuts"], cuts, counted)
             else:
                 m = G.submodule(target)
-                spec = G.registry.lookup(m)
                 nodes = tuple(graph.module_nodes.get(target, ()))
                 for tname, _d in s["cuts"]:
                     for owner, _a in G.owners_of(tname):
                         nodes += tuple(n for n in graph.module_nodes.get(owner, ()) if n not in nodes)
-                fn, module_repr = _classic_fn(spec, m, kind), partial(_short, m)
+                fn, module_repr = self._fns[(target, kind)], partial(_short, m)
                 if kind == "opaque":
                     params = opaque_params.get(target, 0)
                 else:

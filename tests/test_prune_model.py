@@ -1,5 +1,7 @@
 """prune_model: every group once, strategies, round_to, global ranking, ignored layers."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -116,3 +118,43 @@ def test_random_strategy_follows_the_seed():
                                 ignored_layers=[model.fc])
         return [tuple(g.idxs) for g in report.groups]
     assert pruned(1) == pruned(1) and pruned(1) != pruned(2)
+
+
+class _Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 2, 3)
+        self.dw = nn.Conv2d(2, 2, 3, groups=2)
+        self.scale = nn.Parameter(torch.ones(1, 2, 1, 1))
+        self.conv2 = nn.Conv2d(2, 4, 1)
+
+    def forward(self, x):
+        return self.conv2(self.dw(self.conv1(x)) * self.scale)
+
+
+def _step_facts(plan):
+    return [(s.target, s.kind, s.fn, s.idxs, s.params, s.macs, s.role, s.nodes, s.trigger,
+             s.module_repr if s.kind in ("param", "pass") else None) for s in plan.steps]
+
+
+def test_steps_read_after_exec_are_the_steps_before_it():
+    """A plan's steps are worked out when first read; read after exec they still describe the
+    model as the plan found it (a depthwise conv left with one group is still listed as a
+    grouped conv, a bare parameter with its old shape)."""
+    torch.manual_seed(0)
+    a = _Depthwise()
+    b = copy.deepcopy(a)
+    x = torch.randn(1, 3, 9, 9)
+    DGa = tp.DependencyGraph().build_dependency(a, x)
+    DGb = tp.DependencyGraph().build_dependency(b, x)
+    early = DGa.get_pruning_plan(a.conv1, tp.prune_conv, idxs=[0])
+    before = _step_facts(early)  # read first
+    early.exec()
+    late = DGb.get_pruning_plan(b.conv1, tp.prune_conv, idxs=[0])
+    late.exec()
+    assert b.dw.groups == 1 and b.scale.shape == (1, 1, 1, 1)
+    assert _step_facts(late) == before  # read only now
+    assert [s.fn for s in late.steps if s.target == "dw"] == ["prune_group_conv"]
+    assert "Parameter[1, 2, 1, 1]" in [s.module_repr for s in late.steps]
+    assert late.highlighted.keys() == early.highlighted.keys()
+    assert sum(s.params for s in late.steps) == late.params_removed
