@@ -58,7 +58,8 @@ class _Mismatch(Exception):
 
 
 class _Shortcut:
-    """The forward of an untouched leaf layer: the traced output shape, nothing computed."""
+    """The forward of a leaf layer that need not run: the output shape of its traced call,
+    or the one the plan predicts for it, nothing computed."""
 
     def __init__(self, calls: list, run: "_so.Run"):
         self.calls = calls  # per call: (input shape, output shape, dtype)
@@ -79,17 +80,24 @@ class _Shortcut:
         return out
 
 
-def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
-    """module -> its traced calls, for PyTorch's own leaf layers whose inputs, outputs and
-    tensors a plan leaves as they were (one tensor in, one out)."""
+def leaf_shortcuts(graph, submodule, changed_values, changed_modules,
+                   opaque_modules=()) -> dict:
+    """module -> its calls (input shape, output shape, dtype), for PyTorch's own leaf layers
+    with one tensor in and one out that need not run: those a plan leaves as they were (the
+    traced shapes), and those it changed whose shape rule (``leaf_shapes``), asked *after*
+    the surgery, turns the input shape the plan predicts into the output shape it predicts.
+    ``changed_values``: value -> new shape."""
     from .graph import ACTIVATION, INPUT
+    from .leaf_shapes import rule_for
     out = {}
     for mname, nids in graph.module_nodes.items():
-        if mname in changed_modules:
-            continue
         m = submodule(mname)
         if m._modules or not type(m).__module__.startswith("torch.nn.modules") or \
-                "forward" in m.__dict__:
+                "forward" in m.__dict__ or mname in opaque_modules:
+            continue
+        changed = mname in changed_modules
+        rule = rule_for(m)
+        if changed and rule is None:
             continue
         calls = []
         for nid in nids:
@@ -97,13 +105,20 @@ def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
             if node.opaque:
                 break
             acts = [v for v in node.inputs if graph.values[v].kind in (ACTIVATION, INPUT)]
-            if len(acts) != 1 or len(node.outputs) != 1 or any(
-                    v in changed_values for v in node.inputs + node.outputs):
+            if len(acts) != 1 or len(node.outputs) != 1:
                 break
+            if not changed and any(v in changed_values for v in node.inputs + node.outputs):
+                if rule is None:
+                    break
+                changed = True  # its input or output changes: the rule speaks for it
             o = graph.values[node.outputs[0]]
-            calls.append((graph.values[acts[0]].shape, o.shape, getattr(torch, o.dtype)))
+            shape_in = tuple(changed_values.get(acts[0], graph.values[acts[0]].shape))
+            shape_out = tuple(changed_values.get(o.id, o.shape))
+            calls.append((shape_in, shape_out, getattr(torch, o.dtype)))
         else:
-            out[m] = calls
+            # a changed layer that does not fit the prediction runs (and fails) for real
+            if not changed or all(rule(m, i) == o for i, o, _t in calls):
+                out[m] = calls
     return out
 
 

@@ -1,0 +1,107 @@
+"""The output shape PyTorch's own layers give an input, read from the layer as it is now.
+
+The check after exec (``verify.py``) runs the pruned model once, shape-only. A layer the plan
+changed has to show that it still accepts what now reaches it: its weight against the input
+channels, its ``groups`` against both, its bias and norm vectors against its width. For
+torch's own convolutions, linear layers and norms those are the only things their forward
+checks, and they can be checked from the layer's tensors and attributes in a few
+microseconds, where running the layer's Python, the functional call and the shape-only
+kernel costs tens. A layer whose configuration is not one of those below (a padding mode,
+``padding="same"``, a training-mode norm) gets no rule and runs as before.
+
+Each rule returns the output shape, or None where the real forward would raise (or where the
+rule is not sure): the caller then runs the layer for real. Tests compare every rule with the
+real layer over many configurations, broken ones included (``tests/test_leaf_shapes.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+Shape = tuple[int, ...]
+
+
+def _conv(m: nn.Module, x: Shape) -> Shape | None:
+    w = m.weight
+    nd = w.dim() - 2
+    if len(x) != nd + 2 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None
+    g = m.groups
+    if g < 1 or x[1] != w.shape[1] * g or w.shape[0] % g:
+        return None
+    if m.bias is not None and tuple(m.bias.shape) != (w.shape[0],):
+        return None
+    spatial = []
+    for i in range(nd):
+        k, s, p, d = w.shape[2 + i], m.stride[i], m.padding[i], m.dilation[i]
+        n = (x[2 + i] + 2 * p - d * (k - 1) - 1) // s + 1
+        if n <= 0:
+            return None
+        spatial.append(n)
+    return (x[0], w.shape[0], *spatial)
+
+
+def _linear(m: nn.Module, x: Shape) -> Shape | None:
+    w = m.weight
+    if not x or x[-1] != w.shape[1]:
+        return None
+    if m.bias is not None and tuple(m.bias.shape) != (w.shape[0],):
+        return None
+    return (*x[:-1], w.shape[0])
+
+
+def _batch_norm(ranks: tuple[int, ...]) -> Callable:
+    def rule(m: nn.Module, x: Shape) -> Shape | None:
+        if m.training or len(x) not in ranks:
+            return None  # training: batch statistics, and a batch of one raises
+        c = x[1]
+        if any(t is not None and tuple(t.shape) != (c,)
+               for t in (m.weight, m.bias, m.running_mean, m.running_var)):
+            return None
+        return tuple(x)
+    return rule
+
+
+def _layer_norm(m: nn.Module, x: Shape) -> Shape | None:
+    shape = tuple(m.normalized_shape)
+    if len(x) < len(shape) or tuple(x[len(x) - len(shape):]) != shape:
+        return None
+    if any(t is not None and tuple(t.shape) != shape for t in (m.weight, m.bias)):
+        return None
+    return tuple(x)
+
+
+def _group_norm(m: nn.Module, x: Shape) -> Shape | None:
+    if len(x) < 2 or m.num_groups < 1 or x[1] % m.num_groups:
+        return None
+    if any(t is not None and tuple(t.shape) != (x[1],) for t in (m.weight, m.bias)):
+        return None
+    return tuple(x)
+
+
+def _same(m: nn.Module, x: Shape) -> Shape | None:
+    """Elementwise layers: any input, the same shape out."""
+    return tuple(x)
+
+
+# exact types only: a subclass may have forward code of its own
+RULES: dict[type, Callable[[nn.Module, Shape], Shape | None]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm1d: _batch_norm((2, 3)), nn.BatchNorm2d: _batch_norm((4,)),
+    nn.BatchNorm3d: _batch_norm((5,)),
+    nn.LayerNorm: _layer_norm, nn.GroupNorm: _group_norm,
+    **{t: _same for t in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid,
+                          nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU,
+                          nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d)},
+}
+
+
+def rule_for(m: nn.Module) -> Callable[[nn.Module, Shape], Shape | None] | None:
+    """The shape rule of ``m``'s exact type, if its forward is torch's own."""
+    rule = RULES.get(type(m))
+    if rule is None or "forward" in m.__dict__:
+        return None
+    return rule
