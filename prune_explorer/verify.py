@@ -3,10 +3,13 @@ predicted? One forward on the stored example inputs answers both.
 
 The forward runs with its heavy ops shape-only (``shape_only.py``: convolutions and matmuls
 return placeholders of the exact layout, everything else runs for real), so the check costs
-a fraction of a forward. PyTorch's own leaf layers that the plan does not touch (same input
-shape, same tensors) return a placeholder of the output shape they were traced with, after
-checking that they got the traced input shape: a plan on one layer then costs little more
-than the Python of the model's forward. Where values could steer the model's code, or anything fails, it runs
+a fraction of a forward. PyTorch's own leaf layers need not run at all: one the plan does not
+touch (same input shape, same tensors) returns a placeholder of the output shape it was
+traced with, and one it changed does the same with the shapes the plan predicts, if its shape
+rule (``leaf_shapes``) says that its tensors and attributes after the surgery turn the one
+into the other. Each checks that it got the input shape it expects. A plan on one layer then
+costs little more than the Python of the model's forward, and a whole-model plan little more
+than the ops between the layers. Where values could steer the model's code, or anything fails, it runs
 again for real: a failure is only reported when the real forward fails too. The model is left
 as it was found: buffers (BatchNorm statistics), the RNG state and tensors a forward keeps on
 its modules are restored, and ``torch.no_grad`` keeps autograd out of it.
@@ -21,6 +24,7 @@ from torch import nn
 
 from . import shape_only as _so
 from .errors import TracingError
+from .leaf_shapes import rule_for
 from .module_walk import named_modules
 from .tracing import iter_tensors, kept_state, normalize_inputs
 
@@ -88,7 +92,6 @@ def leaf_shortcuts(graph, submodule, changed_values, changed_modules,
     the surgery, turns the input shape the plan predicts into the output shape it predicts.
     ``changed_values``: value -> new shape."""
     from .graph import ACTIVATION, INPUT
-    from .leaf_shapes import rule_for
     out = {}
     for mname, nids in graph.module_nodes.items():
         m = submodule(mname)

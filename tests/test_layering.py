@@ -25,7 +25,8 @@ FACADES = {"dependency", "whole_model", "pretrained", "cli", "widget", "viz"}
 LOWER = ["graph", "dimgraph", "index_mapping", "propagation", "op_rules", "layers", "pruners",
          "traced_view", "groups", "plan", "plan_builder", "execution", "explain", "metrics",
          "graph_update", "verify", "request", "select", "strategy", "cost_data", "group_data",
-         "attributes", "couplings", "module_state", "outputs", "shape_only", "tracing"]
+         "attributes", "couplings", "module_state", "outputs", "shape_only", "tracing",
+         "leaf_shapes", "module_walk"]
 
 
 def _imports(path: pathlib.Path) -> set[str]:
