@@ -227,9 +227,10 @@ class DependencyGraph(ClassicGraphAPI):
             self._catch_up()
         if self._watch is not None and _unchanged(self._watch):
             return
-        now = model_fingerprint(self.model)
+        modules = named_modules(self.model)  # walked afresh: the model may have changed
+        now = model_fingerprint(self.model, modules)
         if now == self.graph.fingerprint:
-            self._watch = _tensor_watch(self.model)
+            self._watch = _tensor_watch(modules)
         else:
             before = dict(self.graph.fingerprint)
             changed = [n for n, s in now if before.get(n) != s][:3] or [
@@ -554,9 +555,9 @@ class _Watch:
         return _Watch(self.sizes, self.items, [(t, t.shape) for t, _s in self.shapes])
 
 
-def _tensor_watch(model: nn.Module) -> _Watch:
+def _tensor_watch(modules: list[tuple[str, nn.Module]]) -> _Watch:
     sizes, items, shapes = [], [], []
-    for _name, m in named_modules(model):
+    for _name, m in modules:
         for d in (m._modules, m._parameters, m._buffers):
             sizes.append((d, len(d)))
             for k, v in d.items():

@@ -23,31 +23,40 @@ from torch import nn
 Shape = tuple[int, ...]
 
 
+# tensors are read from ``_parameters`` / ``_buffers`` (``Module.__getattr__`` costs more
+# than a rule); a torch.Size compares equal to a tuple of the same ints
+
+
 def _conv(m: nn.Module, x: Shape) -> Shape | None:
-    w = m.weight
-    nd = w.dim() - 2
+    p = m._parameters
+    w, b = p.get("weight"), p.get("bias")
+    if w is None:  # the weight kept elsewhere (old-style weight_norm): let it run
+        return None
+    ws = w.shape
+    nd = len(ws) - 2
     if len(x) != nd + 2 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return None
     g = m.groups
-    if g < 1 or x[1] != w.shape[1] * g or w.shape[0] % g:
+    if g < 1 or x[1] != ws[1] * g or ws[0] % g:
         return None
-    if m.bias is not None and tuple(m.bias.shape) != (w.shape[0],):
+    if b is not None and b.shape != (ws[0],):
         return None
     spatial = []
     for i in range(nd):
-        k, s, p, d = w.shape[2 + i], m.stride[i], m.padding[i], m.dilation[i]
-        n = (x[2 + i] + 2 * p - d * (k - 1) - 1) // s + 1
+        k, s, pad, d = ws[2 + i], m.stride[i], m.padding[i], m.dilation[i]
+        n = (x[2 + i] + 2 * pad - d * (k - 1) - 1) // s + 1
         if n <= 0:
             return None
         spatial.append(n)
-    return (x[0], w.shape[0], *spatial)
+    return (x[0], ws[0], *spatial)
 
 
 def _linear(m: nn.Module, x: Shape) -> Shape | None:
-    w = m.weight
-    if not x or x[-1] != w.shape[1]:
+    p = m._parameters
+    w, b = p.get("weight"), p.get("bias")
+    if w is None or not x or x[-1] != w.shape[1]:
         return None
-    if m.bias is not None and tuple(m.bias.shape) != (w.shape[0],):
+    if b is not None and b.shape != (w.shape[0],):
         return None
     return (*x[:-1], w.shape[0])
 
@@ -56,10 +65,11 @@ def _batch_norm(ranks: tuple[int, ...]) -> Callable:
     def rule(m: nn.Module, x: Shape) -> Shape | None:
         if m.training or len(x) not in ranks:
             return None  # training: batch statistics, and a batch of one raises
-        c = x[1]
-        if any(t is not None and tuple(t.shape) != (c,)
-               for t in (m.weight, m.bias, m.running_mean, m.running_var)):
-            return None
+        c = (x[1],)
+        p, b = m._parameters, m._buffers
+        for t in (p.get("weight"), p.get("bias"), b.get("running_mean"), b.get("running_var")):
+            if t is not None and t.shape != c:
+                return None
         return tuple(x)
     return rule
 
@@ -68,7 +78,8 @@ def _layer_norm(m: nn.Module, x: Shape) -> Shape | None:
     shape = tuple(m.normalized_shape)
     if len(x) < len(shape) or tuple(x[len(x) - len(shape):]) != shape:
         return None
-    if any(t is not None and tuple(t.shape) != shape for t in (m.weight, m.bias)):
+    p = m._parameters
+    if any(t is not None and t.shape != shape for t in (p.get("weight"), p.get("bias"))):
         return None
     return tuple(x)
 
@@ -76,7 +87,8 @@ def _layer_norm(m: nn.Module, x: Shape) -> Shape | None:
 def _group_norm(m: nn.Module, x: Shape) -> Shape | None:
     if len(x) < 2 or m.num_groups < 1 or x[1] % m.num_groups:
         return None
-    if any(t is not None and tuple(t.shape) != (x[1],) for t in (m.weight, m.bias)):
+    p = m._parameters
+    if any(t is not None and t.shape != (x[1],) for t in (p.get("weight"), p.get("bias"))):
         return None
     return tuple(x)
 

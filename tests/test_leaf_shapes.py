@@ -184,3 +184,11 @@ def test_a_changed_layer_left_inconsistent_still_fails_the_check(monkeypatch):
         DG.get_pruning_plan(model.conv1, tp.prune_conv, idxs=[1]).exec()
     assert model.dw.groups == 4 and all(torch.equal(before[k], v)
                                         for k, v in model.state_dict().items())
+
+
+def test_layers_whose_weight_lives_elsewhere_get_no_shape():
+    """Old-style weight_norm keeps the weight as a plain attribute recomputed by a hook."""
+    conv = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3))
+    lin = torch.nn.utils.weight_norm(nn.Linear(3, 4))
+    assert rule_for(conv)(conv, (1, 3, 8, 8)) is None
+    assert rule_for(lin)(lin, (2, 3)) is None
