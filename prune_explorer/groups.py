@@ -416,6 +416,10 @@ def slice_scores(kind: str, cache: dict | None = None) -> ScoreFn:
         if w.dtype != torch.float32:
             w = w.float()
         if w.dim() < 2:  # a norm's scale, a bias: one entry per channel already
+            if w.device.type == "cpu":  # in numpy, straight to the float64 of the totals
+                a = w.numpy()
+                # (|x| is exact in float64; x*x is rounded in float32, as torch does it)
+                return np.abs(a, dtype=np.float64) if p == 1 else np.square(a).astype(np.float64)
             return (w.abs() if p == 1 else w * w).numpy()
         if cache is None or dim > 1:
             return dim_sum(w.abs() if p == 1 else w * w, dim).numpy()
