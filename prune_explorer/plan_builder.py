@@ -217,8 +217,8 @@ class PlanBuilder:
         return out
 
     def _module_side(self, mod: str, attr: str, dim: int) -> tuple:
-        sides = self._sides.get(mod)
-        if sides is None:
+        sides = self._sides.get(mod, self)  # (None is an answer too)
+        if sides is self:
             sides = self._sides[mod] = self._sides_of(mod)
         if sides == "coupled":
             return ("module", mod, "out")

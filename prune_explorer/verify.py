@@ -236,10 +236,17 @@ class _BufferGuard:
         for i, (d, attr, b, data) in enumerate(self.held):
             if d.get(attr) is not b:
                 d[attr] = b
-            if b.data_ptr() != data.data_ptr() or b.shape != data.shape:
+            if not _same_storage(b, data):
                 b.data = data
             if copies is not None:
                 data.copy_(copies[i])
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+    except RuntimeError:  # no plain storage (sparse): put the held one back to be sure
+        return False
 
 
 def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None,

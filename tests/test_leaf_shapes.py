@@ -186,6 +186,7 @@ def test_a_changed_layer_left_inconsistent_still_fails_the_check(monkeypatch):
                                         for k, v in model.state_dict().items())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
 def test_layers_whose_weight_lives_elsewhere_get_no_shape():
     """Old-style weight_norm keeps the weight as a plain attribute recomputed by a hook."""
     conv = torch.nn.utils.weight_norm(nn.Conv2d(3, 4, 3))
