@@ -10,7 +10,7 @@ the package imports itself relatively) and both are run interleaved:
 - sameness: the traced graphs (nodes, calls, values, MACs) and dim graphs (vertices, relations,
   fixed dims) are equal, and ``prune_model`` with l1, l2 and lamp leaves equal state dicts.
   A call's Python-level name is not compared: calls inside torch's own layers no longer
-  record one (see ``tracing._FunctionNamer.step_aside``).
+  record one (see ``recorder._FunctionNamer.step_aside``).
 
     python benchmarks/versus.py --rev 0a3b584 --models mobilenet_v3_large,resnet50
 """

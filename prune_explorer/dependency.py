@@ -34,7 +34,8 @@ from .plan import PruningPlan
 from .plan_builder import PlanBuilder, _classic_fn, _short
 from .propagation import Closure, Problem, close
 from .pruners import validate_indices
-from .tracing import model_fingerprint, trace, without_gc
+from .forward_io import model_fingerprint, without_gc
+from .tracing import trace
 
 HISTORY_ATTR = "_prune_explorer_history"
 

@@ -204,7 +204,7 @@ def _vertex_facts(T: _Tables, v: int) -> dict[str, Any]:
       channels"); ``cov``/``pru``: where only some indices can shrink, the covered indices and
       the problems of an uncovered one.
     """
-    G, graph, dg = T.G, T.graph, T.dg
+    graph, dg = T.graph, T.dg
     key = dg.key[v]
     out: dict[str, Any] = {"lab": describe_vertex(dg, v)}
     if key[0] == "virtual":

@@ -101,7 +101,6 @@ def find_groups(dg: "TracedView", ignored_layers: Iterable = (), policy: str = "
     """Every group of the model, in graph order, each from its first layer. With
     ``param_roots`` also the prunable dims of parameters no layer owns (fused MoE experts'
     ``gate_up_proj``), each rooted at its parameter."""
-    G = dg.dg
     graph = dg.graph
     ignored = _ignored_names(dg, ignored_layers)
     ignored_out = set()

@@ -26,7 +26,7 @@ from . import shape_only as _so
 from .errors import TracingError
 from .leaf_shapes import rule_for
 from .module_walk import named_modules
-from .tracing import iter_tensors, kept_state, normalize_inputs
+from .forward_io import iter_tensors, kept_state, normalize_inputs
 
 
 class VerificationError(TracingError):

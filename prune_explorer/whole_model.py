@@ -25,7 +25,7 @@ from .groups import (KIND_RESIDUAL, Group, compute_units, find_groups, propagate
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
 from .propagation import close
-from .tracing import without_gc
+from .forward_io import without_gc
 
 STRATEGY_NAMES = ("l1", "l2", "random", "bn_scale", "lamp", "taylor")
 
