@@ -46,6 +46,8 @@ SUBSETS = {
                     "tests/test_bad_inputs.py", "tests/test_group_data.py"],
     "op_rules": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py",
                  "tests/test_graph_update.py::test_outputs_nobody_reads_follow_in_the_projected_graph"],
+    "op_rules_shapes": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py"],
+    "op_rules_layers": ["tests/test_ops.py", "tests/test_ops_rules.py", "tests/test_layers.py"],
     "pruners": ["tests/test_layers.py", "tests/test_bad_inputs.py", "tests/test_classic.py", "-k",
                 "not torchvision and not readme and not counts_every and not follows and "
                 "not loop_over and not bert"],

@@ -26,7 +26,8 @@ LOWER = ["graph", "dimgraph", "index_mapping", "propagation", "op_rules", "layer
          "traced_view", "groups", "plan", "plan_builder", "execution", "explain", "metrics",
          "graph_update", "verify", "request", "select", "strategy", "cost_data", "group_data",
          "attributes", "couplings", "module_state", "outputs", "shape_only", "tracing",
-         "leaf_shapes", "module_walk", "recorder", "forward_io"]
+         "leaf_shapes", "module_walk", "recorder", "forward_io", "op_rules_shapes",
+         "op_rules_layers"]
 
 
 def _imports(path: pathlib.Path) -> set[str]:

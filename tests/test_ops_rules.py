@@ -1,5 +1,5 @@
 """Masked-twin checks for the op rules nothing else exercised (tests/test_rule_coverage.py
-requires every rule of op_rules.py to be pruned through by some twin-checked plan). Each model
+requires every rule of op_rules*.py to be pruned through by some twin-checked plan). Each model
 puts the op between a producer whose channels are pruned and a consumer that reads them."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Every op rule in ``prune_explorer/op_rules.py`` is exercised by a masked-twin check: some
+"""Every op rule in ``prune_explorer/op_rules*.py`` is exercised by a masked-twin check: some
 plan checked by the oracle (tests/oracle.py) prunes channels through a relation that rule
 declared (tests/rule_coverage.py tags them). The op tests run in a subprocess that records
 what they exercised; a new rule without a model that exercises it fails here, by name.
