@@ -16,6 +16,7 @@ real layer over many configurations, broken ones included (``tests/test_leaf_sha
 
 from __future__ import annotations
 
+from math import prod
 from typing import Callable
 
 from torch import nn
@@ -70,6 +71,8 @@ def _batch_norm(ranks: tuple[int, ...]) -> Callable:
         for t in (p.get("weight"), p.get("bias"), b.get("running_mean"), b.get("running_var")):
             if t is not None and t.shape != c:
                 return None
+        if b.get("running_mean") is None and prod(x) // x[1] <= 1:
+            return None  # batch statistics of one value per channel: the layer raises
         return tuple(x)
     return rule
 

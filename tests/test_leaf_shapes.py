@@ -90,8 +90,8 @@ def test_linear_rule_is_the_layer(shape, bias):
 
 
 @pytest.mark.parametrize("cls,shapes", [
-    (nn.BatchNorm1d, [(2, 6), (2, 6, 5), (2, 5), (2, 6, 5, 4)]),
-    (nn.BatchNorm2d, [(2, 6, 4, 4), (2, 5, 4, 4), (2, 6, 4)]),
+    (nn.BatchNorm1d, [(2, 6), (2, 6, 5), (2, 5), (2, 6, 5, 4), (1, 6), (1, 6, 1)]),
+    (nn.BatchNorm2d, [(2, 6, 4, 4), (2, 5, 4, 4), (2, 6, 4), (1, 6, 1, 1)]),
     (nn.BatchNorm3d, [(1, 6, 2, 3, 4), (1, 6, 2, 3)]),
 ])
 @pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
