@@ -461,8 +461,7 @@ class DependencyGraph(ClassicGraphAPI):
                 changed = {name.rpartition(".")[0] for name, _d, _i in a.cuts} | set(a.sync) | {
                     m for m, _a, _n in a.counts} | {m for m, _s in a.opaque} | {
                     m for m, _a, _o, _n in a.ints}
-                shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed,
-                                           {m for m, _s in a.opaque})
+                shortcuts = leaf_shortcuts(graph, self.submodule, new_shapes, changed)
                 check_model_runs(self.model, self.example_inputs, expected, shortcuts,
                                  python_state=graph.writes_state,
                                  modules=None if a.opaque else self._module_list)

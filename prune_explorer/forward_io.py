@@ -102,15 +102,52 @@ class KeptState:
     python_changed: bool | None = None
 
 
+class BufferGuard:
+    """The buffers of the modules a forward runs, put back as they were after it: the same
+    tensor objects in ``_buffers``, on their own storage, with their values. ``snapshot``
+    copies the values; ``kept_state`` calls it before the forward, a shape-only check only
+    before an op that really writes (placeholders never do: ``Run.before_write``). Identity
+    and storage are held from the start (a forward may assign ``self.buf = ...`` or
+    ``buf.data = ...``)."""
+
+    def __init__(self, modules):
+        self.held = [(m._buffers, attr, b, b.data) for _name, m in modules
+                     for attr, b in m._buffers.items() if b is not None]
+        self.copies: list | None = None
+
+    def snapshot(self) -> None:
+        if self.copies is None:
+            self.copies = [data.clone() for _d, _a, _b, data in self.held]
+
+    def restore(self) -> None:
+        copies = self.copies
+        for i, (d, attr, b, data) in enumerate(self.held):
+            if d.get(attr) is not b:
+                d[attr] = b
+            if not _same_storage(b, data):
+                b.data = data
+            if copies is not None:
+                data.copy_(copies[i])
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+    except RuntimeError:  # no plain storage (sparse): put the held one back to be sure
+        return False
+
+
 @contextmanager
-def kept_state(model: nn.Module, modules, python_state: bool = True, buffers: bool = True):
+def kept_state(model: nn.Module, modules, python_state: bool = True,
+               buffers: BufferGuard | None = None):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
     the RNG state, and the modules' Python state (``module_state``: a cache with its key).
     ``python_state=False`` leaves the Python state alone: for a forward whose trace showed
-    that the model's code writes none (the check after exec). ``buffers=False``: the caller
-    keeps the buffers itself (``verify._BufferGuard``)."""
-    saved_buffers = [(m, attr, b, b.detach().clone()) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None] if buffers else ()
+    that the model's code writes none (the check after exec). ``buffers``: a guard whose
+    copy the caller takes when needed; by default one copied before the forward."""
+    if buffers is None:
+        buffers = BufferGuard(modules)
+        buffers.snapshot()
     saved_state = save_python_state(modules) if python_state else None
     rng = torch.get_rng_state()
     kept = KeptState()
@@ -118,20 +155,9 @@ def kept_state(model: nn.Module, modules, python_state: bool = True, buffers: bo
         yield kept
     finally:
         torch.set_rng_state(rng)
-        _restore_buffers(model, saved_buffers)
+        buffers.restore()
         if saved_state is not None:
             kept.python_changed = restore_python_state(saved_state)
-
-
-def _restore_buffers(model: nn.Module, saved) -> None:
-    for owner, attr, obj, data in saved:
-        current = owner._buffers.get(attr)
-        if current is obj:
-            if obj.shape == data.shape:
-                obj.data.copy_(data)
-        else:
-            owner._buffers[attr] = obj
-            obj.data = data
 
 
 def _check_devices(model, args, kwargs, example_inputs) -> None:

@@ -21,6 +21,8 @@ from typing import Callable
 
 from torch import nn
 
+from .module_state import runs_torch_forward
+
 Shape = tuple[int, ...]
 
 
@@ -117,6 +119,4 @@ RULES: dict[type, Callable[[nn.Module, Shape], Shape | None]] = {
 def rule_for(m: nn.Module) -> Callable[[nn.Module, Shape], Shape | None] | None:
     """The shape rule of ``m``'s exact type, if its forward is torch's own."""
     rule = RULES.get(type(m))
-    if rule is None or "forward" in m.__dict__:
-        return None
-    return rule
+    return rule if rule is not None and runs_torch_forward(m) else None

@@ -26,7 +26,7 @@ from . import shape_only as _so
 from .errors import TracingError
 from .leaf_shapes import rule_for
 from .module_walk import named_modules
-from .forward_io import iter_tensors, kept_state, normalize_inputs
+from .forward_io import BufferGuard, iter_tensors, kept_state, normalize_inputs
 
 
 class VerificationError(TracingError):
@@ -84,8 +84,7 @@ class _Shortcut:
         return out
 
 
-def leaf_shortcuts(graph, submodule, changed_values, changed_modules,
-                   opaque_modules=()) -> dict:
+def leaf_shortcuts(graph, submodule, changed_values, changed_modules) -> dict:
     """module -> its calls (input shape, output shape, dtype), for PyTorch's own leaf layers
     with one tensor in and one out that need not run: those a plan leaves as they were (the
     traced shapes), and those it changed whose shape rule (``leaf_shapes``), asked *after*
@@ -96,7 +95,7 @@ def leaf_shortcuts(graph, submodule, changed_values, changed_modules,
     for mname, nids in graph.module_nodes.items():
         m = submodule(mname)
         if m._modules or not type(m).__module__.startswith("torch.nn.modules") or \
-                "forward" in m.__dict__ or mname in opaque_modules:
+                "forward" in m.__dict__:
             continue
         changed = mname in changed_modules
         rule = rule_for(m)
@@ -216,47 +215,14 @@ def _alias(name: str) -> str | None:
     return _ALIAS[name]
 
 
-class _BufferGuard:
-    """The buffers of a shape-only forward. Placeholders are never written into a tensor, so
-    a buffer changes only when an op really runs and writes: the buffers are copied just
-    before the first such op (``Run.before_write``), and not at all in most checks. Identity
-    and storage are held too (a forward may assign ``self.buf = ...`` or ``buf.data = ...``)."""
-
-    def __init__(self, modules):
-        self.held = [(m._buffers, attr, b, b.data) for _name, m in modules
-                     for attr, b in m._buffers.items() if b is not None]
-        self.copies: list | None = None
-
-    def snapshot(self) -> None:
-        if self.copies is None:
-            self.copies = [data.clone() for _d, _a, _b, data in self.held]
-
-    def restore(self) -> None:
-        copies = self.copies
-        for i, (d, attr, b, data) in enumerate(self.held):
-            if d.get(attr) is not b:
-                d[attr] = b
-            if not _same_storage(b, data):
-                b.data = data
-            if copies is not None:
-                data.copy_(copies[i])
-
-
-def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    try:
-        return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
-    except RuntimeError:  # no plain storage (sparse): put the held one back to be sure
-        return False
-
-
 def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcuts=None,
              python_state: bool = True):
     """(output shapes, error, scope) of one forward."""
     where = _Where(modules)
     mode = _so.ShapeOnlyMode() if shape_only else None
-    guard = None
-    if mode is not None:
-        guard = _BufferGuard(modules)
+    guard = None  # a real forward: kept_state copies the buffers before it
+    if mode is not None:  # placeholders never write: a copy only before an op that does
+        guard = BufferGuard(modules)
         mode.run.before_write = guard.snapshot
     handles = [] if shape_only else [
         nn.modules.module.register_module_forward_pre_hook(where.pre),
@@ -267,7 +233,7 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
             for m, calls in (shortcuts or {}).items():
                 m.forward = _Shortcut(calls, mode.run)
                 swapped.append(m)
-        with kept_state(model, modules, python_state, buffers=guard is None), torch.no_grad():
+        with kept_state(model, modules, python_state, buffers=guard), torch.no_grad():
             if mode is not None:
                 with mode:
                     output = model(*args, **kwargs)
@@ -276,8 +242,6 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
     except (Exception, _so.NeedsValues) as exc:
         return None, exc, where.stack[-1] if where.stack else ""
     finally:
-        if guard is not None:
-            guard.restore()
         for m in swapped:
             m.__dict__.pop("forward", None)
         for h in handles:

@@ -329,14 +329,14 @@ def test_the_shape_only_check_puts_back_buffers_it_wrote():
 
 
 def test_the_shape_only_check_copies_no_buffer_when_nothing_writes(monkeypatch):
-    from prune_explorer import verify
+    from prune_explorer import forward_io, verify
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).eval()
     for _ in range(2):  # each rule is checked against the real kernel once: that one writes
         verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)],
                                 python_state=False)
     copies = []
-    real = verify._BufferGuard.snapshot
-    monkeypatch.setattr(verify._BufferGuard, "snapshot",
+    real = forward_io.BufferGuard.snapshot
+    monkeypatch.setattr(forward_io.BufferGuard, "snapshot",
                         lambda self: (copies.append(1), real(self))[1])
     verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)], python_state=False)
     assert copies == []  # eval BatchNorm and an in-place ReLU on placeholders write nothing
