@@ -124,17 +124,12 @@ class BufferGuard:
         for i, (d, attr, b, data) in enumerate(self.held):
             if d.get(attr) is not b:
                 d[attr] = b
-            if not _same_storage(b, data):
-                b.data = data
+            # back onto its own storage, shape and strides: a no-op unless the forward
+            # assigned ``.data`` (cheaper than finding out, and no data pointer is read,
+            # which a fake tensor of a weight-free trace refuses)
+            b.data = data
             if copies is not None:
                 data.copy_(copies[i])
-
-
-def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    try:
-        return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
-    except RuntimeError:  # no plain storage (sparse): put the held one back to be sure
-        return False
 
 
 @contextmanager
