@@ -452,31 +452,34 @@ def cmd_explore(args) -> int:
         app.require_voila()
     except app.AppError as exc:
         raise CLIError(str(exc)) from None
-    with app.Server(args.model, args.input_shape, args.seed, port=args.port) as server:
-        try:
-            # check the spec here (one line, like every command) while Voilà starts; the
-            # model itself is built in the served kernel when the page opens
-            resolve_factory(args.model)
-            _parse_shape(args.input_shape)
-            server.wait_ready()
-        except app.AppError as exc:
-            raise CLIError(str(exc)) from None
-        how = None if args.no_browser else app.open_window(server.url)
-        where = f"opened in {how}" if how else "open it in a browser"
-        print(f"prune-explorer: the explorer on {args.model} is at {server.url} ({where}; "
-              f"the page builds the model, then shows it). Ctrl-C stops it.", flush=True)
-        # ``kill`` (SIGTERM) stops it as Ctrl-C does: Voilà runs in a session of its own and
-        # would outlive a CLI that just died
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            while server.proc.poll() is None:
-                time.sleep(0.3)
-        except KeyboardInterrupt:
-            print("prune-explorer: stopping", file=sys.stderr, flush=True)
-            return 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        raise CLIError(f"Voilà stopped unexpectedly: {server.log_tail(1)}")
+    # ``kill`` (SIGTERM) stops it as Ctrl-C does: Voilà runs in a session of its own and
+    # would outlive a CLI that just died. The handler goes in before the server starts: a
+    # kill that lands right after the URL is printed must not find the default handler.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with app.Server(args.model, args.input_shape, args.seed, port=args.port) as server:
+            try:
+                # check the spec here (one line, like every command) while Voilà starts; the
+                # model itself is built in the served kernel when the page opens
+                resolve_factory(args.model)
+                _parse_shape(args.input_shape)
+                server.wait_ready()
+            except app.AppError as exc:
+                raise CLIError(str(exc)) from None
+            how = None if args.no_browser else app.open_window(server.url)
+            where = f"opened in {how}" if how else "open it in a browser"
+            try:  # a kill from whoever read the URL may land at once: it stops cleanly too
+                print(f"prune-explorer: the explorer on {args.model} is at {server.url} "
+                      f"({where}; the page builds the model, then shows it). Ctrl-C stops it.",
+                      flush=True)
+                while server.proc.poll() is None:
+                    time.sleep(0.3)
+            except KeyboardInterrupt:
+                print("prune-explorer: stopping", file=sys.stderr, flush=True)
+                return 0
+            raise CLIError(f"Voilà stopped unexpectedly: {server.log_tail(1)}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,3 +266,55 @@ def test_default_inputs_and_ignored_layers():
     assert cli.default_ignored(resnet) == [resnet.fc]
     vgg = torchvision.models.vgg11()
     assert cli.default_ignored(vgg) == [vgg.classifier[6]]
+
+
+def test_explore_stops_cleanly_on_a_kill_right_after_the_url(monkeypatch, capsys):
+    """A kill that lands the instant the URL is printed (a script that starts the explorer,
+    reads the URL, then stops it) exits 0 and stops the server. The handler used to be
+    installed only after the print, so such a kill met the default handler and the CLI died
+    with -15, leaving Voilà to its own cleanup."""
+    import signal
+    from prune_explorer.widget import app
+
+    events = []
+
+    class FakeServer:
+        url = "http://127.0.0.1:1/?token=x"
+
+        def __init__(self, *a, **k):
+            self.proc = type("P", (), {"poll": staticmethod(lambda: None)})()
+
+        def __enter__(self):
+            events.append("start")
+            return self
+
+        def __exit__(self, *exc):
+            events.append("stop")
+
+        def wait_ready(self):
+            pass
+
+    class KillOnUrl:
+        """stdout that sends SIGTERM to this process as soon as the URL is written"""
+        def write(self, text):
+            if "http://" in text:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    def unhandled(signum, frame):  # stands in for the default handler, which would kill pytest
+        raise AssertionError("the kill reached the default SIGTERM handler")
+
+    original = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(app, "require_voila", lambda: None)
+        monkeypatch.setattr(app, "Server", FakeServer)
+        monkeypatch.setattr(sys, "stdout", KillOnUrl())
+        code = cli.main(["explore", "torchvision:resnet18", "--no-browser"])
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the handler is put back
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert code == 0 and events == ["start", "stop"]
+    assert "stopping" in capsys.readouterr().err
