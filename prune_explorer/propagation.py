@@ -48,7 +48,7 @@ class Closure:
         p = self._pruned.get(v)
         if p is None:
             m = self.masks.get(v)
-            p = np.zeros(0, dtype=im.INDEX) if m is None else np.flatnonzero(m)
+            p = np.zeros(0, dtype=im.INDEX) if m is None else m.nonzero()[0]
             p.flags.writeable = False  # shared by every reader
             self._pruned[v] = p
         return p

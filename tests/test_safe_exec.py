@@ -345,3 +345,32 @@ def test_the_shape_only_check_copies_no_buffer_when_nothing_writes(monkeypatch):
     verify.check_model_runs(model, torch.randn(1, 3, 8, 8), [(1, 4, 6, 6)], python_state=False)
     assert copies  # training BatchNorm counts its batches: a real write
     assert int(model[1].num_batches_tracked) == 0 and torch.equal(model[1].running_mean, mean)
+
+
+def test_tracing_puts_back_buffers_it_wrote():
+    """The trace holds buffers like the check: written in place, ``.data`` assigned, or
+    replaced in ``_buffers``, each is the same object on the same storage with its values."""
+    model = WritesBuffers().eval()
+    before = {n: (b, b.data_ptr(), b.clone()) for n, b in model.named_buffers()}
+    tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8))
+    for n, b in model.named_buffers():
+        obj, ptr, value = before[n]
+        assert b is obj and b.data_ptr() == ptr and torch.equal(b, value), n
+
+
+def test_a_shape_only_trace_copies_buffers_only_when_a_forward_writes(monkeypatch):
+    from prune_explorer import forward_io
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    tp.DependencyGraph().build_dependency(model, x)  # each rule checked once against torch
+    copies = []
+    real = forward_io.BufferGuard.snapshot
+    monkeypatch.setattr(forward_io.BufferGuard, "snapshot",
+                        lambda self: (copies.append(1), real(self))[1])
+    tp.DependencyGraph().build_dependency(model, x)
+    assert copies == []  # eval: nothing writes a buffer, nothing is copied
+    model.train()
+    mean = model[1].running_mean.clone()
+    tp.DependencyGraph().build_dependency(model, x)
+    assert copies  # training BatchNorm updates its statistics: copied first, then put back
+    assert int(model[1].num_batches_tracked) == 0 and torch.equal(model[1].running_mean, mean)
