@@ -63,6 +63,11 @@ class Group:
     # what pins it: the op or layer to blame, an ignored layer, or a model output by its path
     # (``output[1]['feats'][0]``); None when the group is prunable
     pinned_by: str | None = None
+    # the closure of all channels but the first, kept when every relation it met is an
+    # identity: any selection then closes to the same indices on every member, and a
+    # combined closure is assembled from these (``propagation.union_of_identities``)
+    closure: Closure | None = field(default=None, repr=False, compare=False)
+    channel_units: bool = field(default=False, repr=False)  # ``units[k]`` is channel k alone
 
     @property
     def prunable(self) -> bool:
@@ -166,8 +171,12 @@ def _group_at(dg, name: str, root: int, policy, ignored_out, covered) -> Group:
     # and with it every other group), which no selection does: one unit always stays
     all_but_one = close(G, {root: np.arange(min(1, size - 1), size, dtype=im.INDEX)},
                         policy=policy)
-    if _one_channel_units(all_but_one, root, size):
+    maps = _channel_maps(all_but_one, root, size)
+    if maps is not None:
         units, touched = list(np.arange(size, dtype=im.INDEX).reshape(-1, 1)), None
+        group.channel_units = True
+        if maps == "identity":
+            group.closure = all_but_one
     else:
         units, touched = compute_units(dg, group, policy, with_touched=True)
     if touched is not None:
@@ -333,15 +342,23 @@ def compute_units(dg: "TracedView", group: Group, policy: str = "heads",
     return (units, touched) if with_touched else units
 
 
-def _one_channel_units(cl: Closure, root: int, size: int) -> bool:
+def _channel_maps(cl: Closure, root: int, size: int) -> str | None:
     """Is every channel a unit of its own, judged from the closure of all channels but the
     first? Channels are tied only through a reshape or a many-to-one map: where the closure
     met neither, left the first channel alone and refused nothing, each channel closes to
-    itself. (Anything else is decided channel by channel in ``compute_units``.)"""
+    itself (``"maps"``; ``"identity"`` when every relation it met is an identity, so every
+    member loses exactly the root's indices). None: decided channel by channel in
+    ``compute_units``."""
     if size < 2 or cl.expanded or cl.count(root) != size - 1 or cl.masks[root][0] or any(
             p.kind != "all-channels" for p in cl.problems):
-        return False
-    return all(isinstance(rel, MapRel) and not _many_to_one(rel) for rel in _rels_met(cl))
+        return None
+    identity = True
+    for rel in _rels_met(cl):
+        if type(rel) is not MapRel and not isinstance(rel, MapRel) or _many_to_one(rel):
+            return None
+        if rel.owner is not None:
+            identity = False
+    return "identity" if identity else "maps"
 
 
 def _repeats(cl: Closure) -> bool:

@@ -136,6 +136,62 @@ def close(dg: DimGraph, seeds: dict[int, np.ndarray], *, allow_output_change: bo
     return cl
 
 
+def union_of_identities(dg: DimGraph, parts: list[tuple[Closure, np.ndarray]]) -> Closure | None:
+    """What ``close(dg, {root: idxs, ...})`` gives when each part's root reaches its members
+    through identities only: ``parts`` pairs each root's closure of all its channels but the
+    first (``probe``: every relation it met an identity map) with the indices to remove.
+
+    Then every member loses exactly ``idxs``, and one closure over all seeds visits the
+    vertices breadth first, level by level, the parts in seed order: each part's own visit
+    order and parents, merged by level. No relation is applied again. Only what depends on
+    the indices themselves is checked (an output whose producer covers some of its entries);
+    everything else ``_check`` asks was asked of the probe, whose group would not have been
+    selected otherwise. None: a part's indices fall outside what a producer covers (let
+    ``close`` say why)."""
+    cl = Closure(dg)
+    by_level: list[list[int]] = []  # the merged visit order, level by level
+    cover, key, graph = dg.cover, dg.key, dg.graph
+    for probe, idxs in parts:
+        order = probe.order
+        root = order[0]
+        p = np.unique(np.asarray(idxs, dtype=im.INDEX))
+        n = len(p)
+        if not n or n >= dg.size[root]:
+            return None  # nothing, or every channel: close() has the words for it
+        p.flags.writeable = False
+        m = np.zeros(dg.size[root], dtype=bool)
+        m[p] = True
+        m.flags.writeable = False  # shared by every member: nothing writes a final mask
+        # (each member once; the dicts' own order is never read, only ``order``'s)
+        cl.masks.update(dict.fromkeys(order, m))
+        cl._counts.update(dict.fromkeys(order, n))
+        cl._pruned.update(dict.fromkeys(order, p))
+        parents = probe.parent
+        cl.parent.update(parents)
+        level: dict[int, int] = {}
+        run_start, run_level = 0, 0
+        for pos, v in enumerate(order):
+            par = parents[v]
+            lv = level[v] = 0 if par is None else level[par[0]] + 1
+            if lv != run_level:  # breadth first: levels only grow along the order
+                _extend(by_level, run_level, order[run_start:pos])
+                run_start, run_level = pos, lv
+            cov = cover.get(v)
+            if cov is not None and cov is not True and key[v][0] != "virtual" and \
+                    graph.values[key[v][0]].kind not in (PARAM, BUFFER) and not cov[m].all():
+                return None
+        _extend(by_level, run_level, order[run_start:])
+    for vs in by_level:
+        cl.order.extend(vs)
+    return cl
+
+
+def _extend(by_level: list[list[int]], level: int, vs: list[int]) -> None:
+    while len(by_level) <= level:
+        by_level.append([])
+    by_level[level].extend(vs)
+
+
 def _apply_block(dg, rel: BlockRel, ri: int, v: int, masks, add, fixed, cl: Closure,
                  policy: str) -> None:
     sides = (rel.left, rel.right)

@@ -24,7 +24,7 @@ from .groups import (KIND_RESIDUAL, Group, compute_units, find_groups, propagate
                      unit_importance)
 from .metrics import count_params, total_macs
 from .plan import PruningPlan
-from .propagation import close
+from .propagation import close, union_of_identities
 from .forward_io import without_gc
 
 STRATEGY_NAMES = ("l1", "l2", "random", "bn_scale", "lamp", "taylor")
@@ -263,10 +263,14 @@ def _select_all(DG: DependencyGraph, picks: list, skipped: list, amount: float, 
     all selections close together without a problem: one closure decides. Otherwise each
     group is closed alone, backs off where it empties a coupled layer, and the combined
     closure is taken again later (``_combined_closure``)."""
-    selected = [(g, units, scores, pick, np.unique(np.concatenate([units[k] for k in pick])))
+    selected = [(g, units, scores, pick, _union(g, units, pick))
                 for g, units, scores, pick in picks]
     if selected:
-        combined = close(DG.dg, {s[0].vertex: s[4] for s in selected}, policy=policy)
+        combined = None
+        if all(s[0].closure is not None for s in selected):  # identities only: assembled
+            combined = union_of_identities(DG.dg, [(s[0].closure, s[4]) for s in selected])
+        if combined is None:
+            combined = close(DG.dg, {s[0].vertex: s[4] for s in selected}, policy=policy)
         if not combined.problems:
             return [_Selected(DG, g, idxs, policy) for g, _u, _s, _p, idxs in selected], \
                 combined
@@ -275,13 +279,20 @@ def _select_all(DG: DependencyGraph, picks: list, skipped: list, amount: float, 
         cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         while cl.problems and len(pick) > 1:  # too much for some coupled layer: back off
             pick = _back_off(DG, g, units, scores, pick, cl.problems[0], amount)
-            idxs = np.unique(np.concatenate([units[k] for k in pick]))
+            idxs = _union(g, units, pick)
             cl = close(DG.dg, {g.vertex: idxs}, policy=policy)
         if cl.problems:
             skipped.append((g.root, cl.problems[0].message))
             continue
         active.append(_Selected(DG, g, idxs, policy, cl))
     return active, None
+
+
+def _union(g: Group, units: list, pick: list[int]) -> np.ndarray:
+    """The channels of the picked units, ascending."""
+    if g.channel_units and units is g.units:  # unit k is channel k: no arrays to join
+        return np.unique(np.asarray(pick, dtype=im.INDEX))
+    return np.unique(np.concatenate([units[k] for k in pick]))
 
 
 def _back_off(DG: DependencyGraph, g: Group, units, scores, pick: list[int], problem,

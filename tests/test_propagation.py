@@ -83,3 +83,56 @@ def test_op_names_in_messages():
     assert pg._op_name(DG.dg, (nid, -1)) == "Conv2d"
     assert pg._op_name(DG.dg, (nid, -2)) == "Tensor.Conv2d(), data leaving torch"
     assert pg._op_name(DG.dg, None) == pg._op_name(DG.dg, ("nowhere", 0)) == "unknown op"
+
+
+def _same_closure(a, b):
+    assert a.order == b.order  # the same visit, level by level, groups in seed order
+    assert a.parent == b.parent and set(a.masks) == set(b.masks)
+    for v in b.order:
+        assert np.array_equal(a.masks[v], b.masks[v]), v
+        assert a.count(v) == b.count(v) and a.pruned(v).tolist() == b.pruned(v).tolist()
+    assert [p.message for p in a.problems] == [p.message for p in b.problems]
+
+
+def test_union_of_identities_is_the_closure_of_all_seeds():
+    """prune_model assembles its combined closure from each group's probe when every group
+    meets identities only; it must be what closing all seeds at once gives, visit order and
+    parents included (a plan lists its steps in that order)."""
+    import torchvision
+    from prune_explorer.groups import find_groups
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small().eval()
+    DG = _build(model, torch.randn(1, 3, 64, 64))
+    groups = [g for g in find_groups(DG) if g.prunable]
+    identity = [g for g in groups if g.closure is not None]
+    assert len(identity) >= 10
+    rng = np.random.default_rng(0)
+    seeds = []
+    for g in identity:
+        k = int(rng.integers(1, g.size))
+        seeds.append((g, np.sort(rng.choice(g.size, k, replace=False))))
+    got = pg.union_of_identities(DG.dg, [(g.closure, idxs) for g, idxs in seeds])
+    want = pg.close(DG.dg, {g.vertex: idxs for g, idxs in seeds})
+    assert got is not None and not want.problems
+    _same_closure(got, want)
+    # every channel of a group is close()'s case: nothing is assembled
+    g = identity[0]
+    assert pg.union_of_identities(DG.dg, [(g.closure, np.arange(g.size))]) is None
+
+
+def test_groups_meeting_a_concat_keep_no_identity_closure():
+    """A concat maps channels with an offset: its group is not assembled from identities."""
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 5, 1)
+            self.c, self.d = nn.Conv2d(9, 6, 1), nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.d(torch.relu(self.c(torch.cat([self.a(x), self.b(x)], 1))))
+
+    from prune_explorer.groups import find_groups
+    DG = _build(Cat(), torch.randn(1, 3, 8, 8))
+    by_root = {g.root: g for g in find_groups(DG)}
+    assert by_root["a"].closure is None and by_root["b"].closure is None
+    assert by_root["c"].closure is not None and by_root["a"].channel_units
