@@ -427,7 +427,8 @@ class DependencyGraph(ClassicGraphAPI):
 
     # ---- execution ----------------------------------------------------------------------------
     @without_gc
-    def execute(self, plan: PruningPlan, verify: bool | str = "auto") -> int:
+    def execute(self, plan: PruningPlan, verify: bool | str = "auto", *,
+                _traced_now: bool = False) -> int:
         """Exec a plan transactionally. After the surgery one forward on the stored example
         inputs (heavy ops shape-only, see ``verify.py``) checks that the model runs and that
         its outputs have the predicted shapes; on failure the model is restored bit for bit
@@ -447,7 +448,8 @@ class DependencyGraph(ClassicGraphAPI):
         if self._stale:  # another plan changed the model since this one was computed
             raise StaleGraphError("this plan was computed before the model last changed; "
                                   "compute it again with DG.get_pruning_plan(...)")
-        self.check_fresh()
+        if not _traced_now:  # (prune_model traced the model itself, and only read it since)
+            self.check_fresh()
         snap = Snapshot(self.model, plan.actions, self, self._modules_by_name)
         traced = (self._graph, self._dg, self.version, self._param_name, self._owners)
         new_shapes = getattr(plan, "_new_shapes", {})

@@ -146,6 +146,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         raise InvalidAmountError("head_pruning must be 'heads' or 'dims'")
     if round_to is not None and int(round_to) < 1:
         raise InvalidAmountError(f"round_to must be >= 1, got {round_to}")
+    traced_now = DG is None and strategy != "taylor"  # (taylor runs the user's loss_fn)
     if DG is None:
         DG = DependencyGraph().build_dependency(model, example_inputs, verbose=verbose,
                                                 fixed_outputs=fixed_outputs)
@@ -213,7 +214,7 @@ def prune_model(model: nn.Module, example_inputs: Any, amount: float = 0.5,
         return PruneReport(params_before, params_before - removed, macs_before,
                            macs_before - (plan.macs_removed if plan else 0), results, skipped,
                            plan)
-    plan = _execute_groups(DG, active, skipped, policy, combined)
+    plan = _execute_groups(DG, active, skipped, policy, combined, traced_now)
     results = [GroupResult(g.root, g.kind, g.size, len(idxs), [int(i) for i in idxs], g.layers)
                for g, idxs in active]
     if plan is not None:
@@ -359,7 +360,7 @@ def _combined_closure(DG: DependencyGraph, active: list, skipped: list, policy: 
 
 
 def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: str,
-                    combined=None):
+                    combined=None, traced_now: bool = False):
     """Execute all groups as one plan. If the model's own code breaks on the new sizes (a
     reshape to a size fixed in Python), drop the groups that touch the failing module (and,
     the first time, those touching suspect nodes in modules of the same class: the same code
@@ -375,7 +376,7 @@ def _execute_groups(DG: DependencyGraph, active: list, skipped: list, policy: st
         plan = DG.plan_from_seeds(seeds, "prune_model", "out", "prune_model",
                                   closure=combined, policy=policy, groups=len(seeds))
         try:
-            DG.execute(plan)
+            DG.execute(plan, _traced_now=traced_now)
             return plan
         except PlanExecutionError as exc:
             scope = getattr(exc.__cause__, "scope", None)

@@ -158,3 +158,39 @@ def test_steps_read_after_exec_are_the_steps_before_it():
     assert "Parameter[1, 2, 1, 1]" in [s.module_repr for s in late.steps]
     assert late.highlighted.keys() == early.highlighted.keys()
     assert sum(s.params for s in late.steps) == late.params_removed
+
+
+def _stale_model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                         nn.Conv2d(8, 4, 1)).eval()
+
+
+def test_prune_model_refuses_a_graph_the_model_outgrew():
+    """A graph the caller traced earlier is checked before exec: the model changed since, so
+    nothing is cut. (Only a graph prune_model traced itself a moment before skips that
+    check.)"""
+    model = _stale_model()
+    x = torch.randn(1, 3, 12, 12)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    model[2] = nn.Conv2d(8, 6, 3)  # swapped behind the graph's back
+    model[4] = nn.Conv2d(6, 4, 1)
+    before = snapshot(model)
+    with pytest.raises(tp.StaleGraphError):
+        tp.prune_model(model, x, amount=0.5, DG=DG, ignored_layers=[model[4]])
+    assert state_equal(before, snapshot(model))
+
+
+def test_a_taylor_loss_that_changes_the_model_is_caught():
+    """strategy='taylor' runs the user's loss_fn between the trace and exec: the check that
+    the model is still the traced one stays on."""
+    model = _stale_model()
+    x = torch.randn(1, 3, 12, 12)
+
+    def loss_fn(m):
+        loss = m(x).square().mean()
+        m[0].bias = nn.Parameter(torch.zeros(9))  # changes the model it was given
+        return loss
+
+    with pytest.raises(tp.StaleGraphError):
+        tp.prune_model(model, x, amount=0.5, strategy="taylor", loss_fn=loss_fn,
+                       ignored_layers=[model[4]])
