@@ -105,8 +105,8 @@ class KeptState:
 class BufferGuard:
     """The buffers of the modules a forward runs, put back as they were after it: the same
     tensor objects in ``_buffers``, on their own storage, with their values. ``snapshot``
-    copies the values; ``kept_state`` calls it before the forward, a shape-only check only
-    before an op that really writes (placeholders never do: ``Run.before_write``). Identity
+    copies the values; ``kept_state`` calls it before a real forward, and in a shape-only one
+    only before an op that really writes (placeholders never do: ``Run.before_write``). Identity
     and storage are held from the start (a forward may assign ``self.buf = ...`` or
     ``buf.data = ...``)."""
 
@@ -133,15 +133,18 @@ class BufferGuard:
 
 
 @contextmanager
-def kept_state(model: nn.Module, modules, python_state: bool = True,
-               buffers: BufferGuard | None = None):
+def kept_state(model: nn.Module, modules, python_state: bool = True, shape_only_run=None):
     """Whatever a forward changes is put back afterwards: buffers (BatchNorm statistics),
     the RNG state, and the modules' Python state (``module_state``: a cache with its key).
     ``python_state=False`` leaves the Python state alone: for a forward whose trace showed
-    that the model's code writes none (the check after exec). ``buffers``: a guard whose
-    copy the caller takes when needed; by default one copied before the forward."""
-    if buffers is None:
-        buffers = BufferGuard(modules)
+    that the model's code writes none (the check after exec). ``shape_only_run``: the
+    ``shape_only.Run`` of a shape-only forward, whose placeholders never write: the buffers
+    are copied only before one of its ops that really writes (``Run.before_write``), not
+    before the forward."""
+    buffers = BufferGuard(modules)
+    if shape_only_run is not None:
+        shape_only_run.before_write = buffers.snapshot
+    else:
         buffers.snapshot()
     saved_state = save_python_state(modules) if python_state else None
     rng = torch.get_rng_state()

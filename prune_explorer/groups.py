@@ -354,7 +354,7 @@ def _channel_maps(cl: Closure, root: int, size: int) -> str | None:
         return None
     identity = True
     for rel in _rels_met(cl):
-        if type(rel) is not MapRel and not isinstance(rel, MapRel) or _many_to_one(rel):
+        if not isinstance(rel, MapRel) or _many_to_one(rel):
             return None
         if rel.owner is not None:
             identity = False

@@ -177,13 +177,19 @@ def union_of_identities(dg: DimGraph, parts: list[tuple[Closure, np.ndarray]]) -
                 _extend(by_level, run_level, order[run_start:pos])
                 run_start, run_level = pos, lv
             cov = cover.get(v)
-            if cov is not None and cov is not True and key[v][0] != "virtual" and \
-                    graph.values[key[v][0]].kind not in (PARAM, BUFFER) and not cov[m].all():
+            if cov is not True and key[v][0] != "virtual" and \
+                    graph.values[key[v][0]].kind not in (PARAM, BUFFER) and not _covers(cov, m):
                 return None
         _extend(by_level, run_level, order[run_start:])
     for vs in by_level:
         cl.order.extend(vs)
     return cl
+
+
+def _covers(cover, mask: np.ndarray) -> bool:
+    """Can the producer of a vertex shrink it at ``mask``? ``cover`` (``DimGraph.cover``):
+    True for every entry, a bool mask of the entries its owner maps produce, None for none."""
+    return cover is True or (cover is not None and bool(cover[mask].all()))
 
 
 def _extend(by_level: list[list[int]], level: int, vs: list[int]) -> None:
@@ -278,8 +284,7 @@ def _check(cl: Closure, allow_output_change: bool) -> None:
                 f"only for its loss, name the outputs to keep (fixed_outputs=lambda out: ...), "
                 f"else add its layer to ignored_layers", v))
         if value.kind not in (PARAM, BUFFER):
-            cov = dg.cover.get(v)
-            if cov is None or (cov is not True and not cov[m].all()):
+            if not _covers(dg.cover.get(v), m):
                 producer = dg.producer_call.get(value.id, (value.producer, -1))[0]
                 op = _op_name(dg, dg.producer_call.get(value.id))
                 cl.problems.append(Problem(

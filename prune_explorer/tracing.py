@@ -33,7 +33,6 @@ from .outputs import fixed_tensors, tensor_paths
 from .recorder import _DispatchRecorder, _FunctionNamer, _Recorder
 # what other modules import from here (the helpers around a forward live in forward_io)
 from .forward_io import (  # noqa: F401
-    BufferGuard,
     KeptState,
     _check_devices,
     describe_inputs,
@@ -136,14 +135,8 @@ def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", inpu
         handles.append(nn.modules.module.register_module_forward_hook(rec.post_hook,
                                                                       with_kwargs=True))
         with ExitStack() as stack:
-            # the buffers' values are copied only before an op that really writes them
-            # (placeholders never do): a shape-only trace of an eval model copies none
-            guard = BufferGuard(modules)
-            if rec.so is not None:
-                rec.so.before_write = guard.snapshot
-            else:
-                guard.snapshot()
-            kept = stack.enter_context(kept_state(model, modules, buffers=guard))
+            # (a shape-only trace of an eval model copies no buffer: nothing writes one)
+            kept = stack.enter_context(kept_state(model, modules, shape_only_run=rec.so))
             stack.enter_context(torch.no_grad())
             rec.namer = stack.enter_context(_FunctionNamer(rec))
             stack.enter_context(_DispatchRecorder(rec))

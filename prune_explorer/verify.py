@@ -26,7 +26,7 @@ from . import shape_only as _so
 from .errors import TracingError
 from .leaf_shapes import rule_for
 from .module_walk import named_modules
-from .forward_io import BufferGuard, iter_tensors, kept_state, normalize_inputs
+from .forward_io import iter_tensors, kept_state, normalize_inputs
 
 
 class VerificationError(TracingError):
@@ -220,10 +220,6 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
     """(output shapes, error, scope) of one forward."""
     where = _Where(modules)
     mode = _so.ShapeOnlyMode() if shape_only else None
-    guard = None  # a real forward: kept_state copies the buffers before it
-    if mode is not None:  # placeholders never write: a copy only before an op that does
-        guard = BufferGuard(modules)
-        mode.run.before_write = guard.snapshot
     handles = [] if shape_only else [
         nn.modules.module.register_module_forward_pre_hook(where.pre),
         nn.modules.module.register_module_forward_hook(where.post)]
@@ -233,7 +229,10 @@ def _forward(model: nn.Module, args, kwargs, modules, shape_only: bool, shortcut
             for m, calls in (shortcuts or {}).items():
                 m.forward = _Shortcut(calls, mode.run)
                 swapped.append(m)
-        with kept_state(model, modules, python_state, buffers=guard), torch.no_grad():
+        # (placeholders never write: the buffers are copied only before an op that does)
+        with kept_state(model, modules, python_state,
+                        shape_only_run=mode.run if mode is not None else None), \
+                torch.no_grad():
             if mode is not None:
                 with mode:
                     output = model(*args, **kwargs)
