@@ -291,6 +291,24 @@ def _pointwise(func, args, kwargs):
     return _new(shape, tensors[0])
 
 
+def _reduce(args, kwargs):
+    """``mean`` / ``sum`` / ``amax`` / ``amin`` over listed dims: the kept dims' sizes (ones
+    where ``keepdim``). A ``dtype`` keyword changes the result type: left to the kernel."""
+    if kwargs or not args or len(args) > 3:
+        return None
+    x = args[0]
+    n = x.dim()
+    dims = args[1] if len(args) > 1 else None
+    if dims is None or n == 0 or not x.is_contiguous():
+        return None
+    dims = {d % n for d in ([dims] if isinstance(dims, int) else dims)}
+    if not dims:
+        return None
+    keep = bool(args[2]) if len(args) > 2 else False
+    shape = [1 if i in dims else s for i, s in enumerate(x.shape) if keep or i not in dims]
+    return _new(shape, x)
+
+
 RULES: dict[object, Callable] = {
     aten.convolution.default: _convolution,
     aten.mm.default: _mm,
@@ -308,7 +326,14 @@ RULES: dict[object, Callable] = {
     aten._adaptive_avg_pool2d.default: _adaptive_avg_pool,
     aten._adaptive_avg_pool3d.default: _adaptive_avg_pool,
     aten._native_multi_head_attention.default: _native_mha,
+    aten.mean.dim: _reduce,
+    aten.sum.dim_IntList: _reduce,
+    aten.amax.default: _reduce,
+    aten.amin.default: _reduce,
 }
+# elementwise ops PyTorch leaves untagged (``hardswish``), and in-place forms of tagged ones
+# (``gelu_``): the rule is the same, and each signature is still checked against the kernel
+_UNTAGGED_POINTWISE = frozenset({"hardswish", "hardswish_"})
 _RANDOM = ("bernoulli", "normal", "uniform", "random", "exponential", "cauchy", "geometric")
 
 
@@ -328,13 +353,24 @@ class Op:
         except Exception:
             self.mutates = True
         self.rule = RULES.get(func)
-        if self.rule is None and torch.Tag.pointwise in getattr(func, "tags", ()) and \
+        if self.rule is None and _is_pointwise(func, self.packet) and \
                 not any(r in self.name for r in _RANDOM):
             self.rule = _pointwise_rule(func)
             self.rule.pointwise = True
         self.pointwise = getattr(self.rule, "pointwise", False)
         self.data_dependent = self.packet in DATA_DEPENDENT
         self.by_args = self.packet in ("index", "repeat_interleave")  # depends on the args
+
+
+def _is_pointwise(func, packet: str) -> bool:
+    tags = getattr(func, "tags", ())
+    if torch.Tag.pointwise in tags or packet in _UNTAGGED_POINTWISE:
+        return True
+    if torch.Tag.inplace in tags and packet.endswith("_"):
+        out_of_place = getattr(aten, packet[:-1], None)
+        overload = getattr(out_of_place, func._overloadname, None) if out_of_place else None
+        return overload is not None and torch.Tag.pointwise in overload.tags
+    return False
 
 
 def _pointwise_rule(func):

@@ -102,6 +102,36 @@ def test_pooling_rules_match_the_kernels():
     _same_as_kernel(aten._adaptive_avg_pool2d.default, torch.randn(2, 3, 9, 7), [1, 1])
 
 
+def test_reduction_rules_match_the_kernels():
+    x = torch.randn(2, 3, 5, 4)
+    for op in (aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default):
+        for dims in ([2, 3], [1], [-1], [0, 2], 3):
+            for keep in (False, True):
+                _same_as_kernel(op, x, dims, keep)
+        _same_as_kernel(op, x, [1])  # keepdim left at its default
+    assert shape_only.RULES[aten.mean.dim]((x.permute(0, 2, 3, 1), [1], True), {}) is None
+    assert shape_only.RULES[aten.sum.dim_IntList]((x, [1]), {"dtype": torch.float64}) is None
+
+
+def test_untagged_and_in_place_elementwise_ops_get_the_pointwise_rule():
+    # hardswish carries no pointwise tag; gelu_ is the in-place form of a tagged op;
+    # bernoulli_ is in place but random, and native_batch_norm is no elementwise op
+    for func in (aten.hardswish.default, aten.hardswish_.default, aten.gelu_.default,
+                 aten.threshold_.default):
+        assert shape_only.op(func).pointwise, func
+    for func in (aten.bernoulli_.float, aten.native_batch_norm.default, aten.mean.dim):
+        assert not shape_only.op(func).pointwise, func
+    run = shape_only.Run()
+    x = torch.empty(1, 4, 6, 6)
+    run.mark(x)
+    out = run.call(aten.hardswish_.default, (x,), {})  # first sight: checked against the kernel
+    assert out is x
+    again = torch.full((1, 4, 6, 6), -1.0)  # hardswish(-1) = -1/3
+    run.mark(again)
+    assert run.call(aten.hardswish_.default, (again,), {}) is again
+    assert bool((again == -1.0).all()), "a placeholder was computed"
+
+
 def test_attention_rules_match_the_kernels():
     q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 6, 4), torch.randn(2, 3, 6, 4)
     sdpa = aten._scaled_dot_product_flash_attention_for_cpu.default
