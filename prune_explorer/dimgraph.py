@@ -300,9 +300,7 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
                 dg.readers.setdefault(v, []).append(key)
             for v in node.outputs:
                 dg.producer_call[v] = key
-            ctx = RuleContext(dg, node, None, key)
-            ctx._inputs = set(node.inputs)
-            ctx._outputs = set(node.outputs)
+            ctx = RuleContext(dg, node, None, key, set(node.inputs), set(node.outputs))
             fn = opaque_relations(node)
             if fn is None:
                 dg.unknown.append((node.id, node.type))
@@ -322,9 +320,7 @@ def build_dim_graph(graph: Graph, opaque_relations: Callable[[Node], OpaqueRelat
                 if ins:
                     dg.unknown.append((node.id, call.op))
                 continue
-            ctx = RuleContext(dg, node, call, key)
-            ctx._inputs = ins
-            ctx._outputs = outs
+            ctx = RuleContext(dg, node, call, key, ins, outs)
             try:
                 fn(ctx)
             except Exception:  # a rule that cannot read this call: treat the op as unknown
@@ -368,22 +364,25 @@ def _tensor_args_of(items) -> set[int]:
 
 def _absorb_dead_ends(dg: DimGraph) -> None:
     """A call whose outputs nobody reads (``inputs_embeds[:, :, -1]`` only to take its
-    shape) cannot be broken by pruning its inputs: every input dim counts as handled."""
+    shape) cannot be broken by pruning its inputs: every input dim counts as handled. Only
+    calls that made an unread value are looked at."""
     graph = dg.graph
     outputs = set(graph.outputs)
-    for node in graph.nodes.values():
-        for ci, call in enumerate(node.calls):
-            outs = [o for o in call.outputs if o is not None]
-            if not outs or any(o in dg.readers or o in outputs for o in outs):
-                continue
-            if rule_for(call.op) is not None and call.packet not in ("select", "index",
-                                                                     "index_select"):
-                continue
-            for v in call.tensor_args():
-                for d in range(len(graph.values[v].shape)):
-                    x = dg.vertex_of.get((v, d))
-                    if x is not None:
-                        dg.handled.setdefault(x, set()).add((node.id, ci))
+    readers = dg.readers
+    candidates = {key for v, key in dg.producer_call.items()
+                  if key[1] >= 0 and v not in readers and v not in outputs}
+    for nid, ci in sorted(candidates, key=lambda k: (k[0], k[1])):
+        call = graph.nodes[nid].calls[ci]
+        if any(o is not None and (o in readers or o in outputs) for o in call.outputs):
+            continue
+        if rule_for(call.op) is not None and call.packet not in ("select", "index",
+                                                                 "index_select"):
+            continue
+        for v in call.tensor_args():
+            for d in range(len(graph.values[v].shape)):
+                x = dg.vertex_of.get((v, d))
+                if x is not None:
+                    dg.handled.setdefault(x, set()).add((nid, ci))
 
 
 def union_find(n: int):

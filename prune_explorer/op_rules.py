@@ -36,12 +36,16 @@ def rule(*names: str):
 class RuleContext:
     """What a rule sees: the call, shapes, and the relation builders of the dim graph."""
 
-    def __init__(self, builder, node, call, call_key):
+    __slots__ = ("b", "node", "call", "key", "_values", "_inputs", "_outputs")
+
+    def __init__(self, builder, node, call, call_key, inputs=frozenset(), outputs=frozenset()):
         self.b = builder
         self.node = node
         self.call = call
         self.key = call_key
         self._values = builder.graph.values
+        self._inputs = inputs  # value ids the call reads, and those it makes
+        self._outputs = outputs
 
     # --- arguments -------------------------------------------------------------------------
     def arg(self, i: int, name: str | None = None, default=None):
@@ -80,12 +84,35 @@ class RuleContext:
         return vid if vid is not None else self.b.vertex_at(k, shape[dim])
 
     def same(self, a: Ref, da: int, b: Ref, db: int, why: str = "") -> None:
-        va = self.v(a, da)
-        if va is None:  # a batch dim of 1: nothing to relate
+        """An identity between two dims of the same size (``v`` inlined: the most common
+        relation of all). Both vertices are made, as ``v`` would, even when the sizes
+        differ."""
+        values, dg = self._values, self.b
+        vertex_of = dg.vertex_of
+        sa = values[a.value].shape
+        if not sa:
             return
-        vb = self.v(b, db)
-        if vb is not None and self.b.size[va] == self.b.size[vb]:
-            self.b.add_map(va, vb, None, self, why)
+        da %= len(sa)
+        n = sa[da]
+        if n <= 1:  # a batch dim of 1: nothing to relate
+            return
+        ka = (a.value, da)
+        va = vertex_of.get(ka)
+        if va is None:
+            va = dg.vertex_at(ka, n)
+        sb = values[b.value].shape
+        if not sb:
+            return
+        db %= len(sb)
+        m = sb[db]
+        if m <= 1:
+            return
+        kb = (b.value, db)
+        vb = vertex_of.get(kb)
+        if vb is None:
+            vb = dg.vertex_at(kb, m)
+        if m == n:
+            dg.add_map(va, vb, None, self, why)
 
     def map(self, a: Ref, da: int, b: Ref, db: int, owner: im.OwnerMap, why: str = "") -> None:
         va, vb = self.v(a, da), self.v(b, db)
