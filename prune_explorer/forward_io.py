@@ -154,6 +154,8 @@ def kept_state(model: nn.Module, modules, python_state: bool = True, shape_only_
     finally:
         torch.set_rng_state(rng)
         buffers.restore()
+        if shape_only_run is not None:
+            shape_only_run.before_write = None  # the guard (and its buffer aliases) can go
         if saved_state is not None:
             kept.python_changed = restore_python_state(saved_state)
 

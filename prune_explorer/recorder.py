@@ -22,7 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import shape_only as _so
 from .traced_ints import TracedInt, provenance_of
-from .graph import ACTIVATION, BUFFER, CONSTANT, INPUT, NODE_LAYER, NODE_OP, PARAM, Call, Node, Ref, Value
+from .graph import (ACTIVATION, BUFFER, CONSTANT, INPUT, NODE_LAYER, NODE_OP, PARAM, Call, Node,
+                    Ref, Value, new_call, new_node, new_value)
 from .forward_io import iter_tensors
 from .module_state import runs_torch_forward
 
@@ -154,7 +155,7 @@ class _Recorder:
                   producer: str | None = None) -> int:
         vid = self.next_value
         self.next_value += 1
-        self.values[vid] = Value(vid, tuple(t.shape), _dtype_of(t), kind, name, producer)
+        self.values[vid] = new_value(vid, tuple(t.shape), _dtype_of(t), kind, name, producer)
         self.tensor_ids[id(t)] = (vid, None if kind in _PERSISTENT else weakref.ref(t))
         return vid
 
@@ -353,7 +354,7 @@ class _Recorder:
             # an in-place op returns its input: record a new version of that value
             vid = self.next_value
             self.next_value = vid + 1
-            self.values[vid] = Value(vid, tuple(out.shape), _dtype_of(out), ACTIVATION, None,
+            self.values[vid] = new_value(vid, tuple(out.shape), _dtype_of(out), ACTIVATION, None,
                                      frame.node_id)
             tensor_ids[id(out)] = (vid, weakref.ref(out))
             frame.produced.append(vid)
@@ -367,9 +368,9 @@ class _Recorder:
                 frame.produced.append(vid)
                 frame.seen.add(vid)
             outs = tuple(outs)
-        call = Call(info.name, rargs, rkwargs, outs, 0, self.py_ctx)
+        call = new_call(info.name, rargs, rkwargs, outs, 0, self.py_ctx)
         if info.packet in self.mac_ops:  # from the recorded shapes: no FLOP counter runs
-            call = Call(info.name, rargs, rkwargs, outs, self.call_macs(call, _Shapes(
+            call = new_call(info.name, rargs, rkwargs, outs, self.call_macs(call, _Shapes(
                 self.values)), self.py_ctx)
         frame.calls.append(call)
         if standalone:
@@ -402,11 +403,10 @@ class _Recorder:
 
     # ---- nodes --------------------------------------------------------------------------
     def finish(self, frame: _Frame) -> None:
-        node = Node(
-            id=frame.node_id, kind=frame.kind, type=frame.type, scope=frame.scope,
-            module=frame.module, inputs=tuple(frame.inputs), outputs=tuple(frame.produced),
-            calls=tuple(frame.calls), opaque=frame.opaque, call_index=frame.call_index,
-            arg_names=tuple(frame.arg_names), py_ints=frame.fn_ints, int_sources=frame.fn_srcs)
+        node = new_node(frame.node_id, frame.kind, frame.type, frame.scope, frame.module,
+                        tuple(frame.inputs), tuple(frame.produced), tuple(frame.calls),
+                        frame.opaque, frame.call_index, tuple(frame.arg_names), frame.fn_ints,
+                        frame.fn_srcs)
         self.nodes[node.id] = node
 
 

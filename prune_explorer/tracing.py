@@ -123,6 +123,7 @@ def _trace_once(model, example_inputs, args, kwargs, modules, is_opaque, fixed_o
                            fixed_outputs), rec
     finally:
         rec.tensor_ids.clear()
+        rec.namer = None  # it points back at the recorder: no cycle left for the collector
 
 
 def _record(model, example_inputs, args, kwargs, modules, rec: "_Recorder", input_ids,
