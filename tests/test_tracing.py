@@ -269,3 +269,36 @@ def test_a_forward_set_on_the_instance_keeps_the_function_mode():
     g = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 5, 5)).graph
     assert g.nodes["0"].calls[0].py is None
     assert g.nodes["1"].calls[0].py[0] == "conv2d"
+
+
+def test_records_made_positionally_equal_the_dataclasses():
+    from prune_explorer.graph import Call, Node, Ref, Value, new_call, new_node, new_value
+    v = (3, (1, 8, 4, 4), "float32", "activation", None, "conv1")
+    assert new_value(*v) == Value(*v) and hash(new_value(*v)) == hash(Value(*v))
+    assert new_value(*v).producer == "conv1" and new_value(*v).shape == (1, 8, 4, 4)
+    c = ("aten.relu.default", (Ref(3),), {}, (4,), 7, ("relu", (), ()))
+    assert new_call(*c) == Call(*c) and new_call(*c).macs == 7
+    n = ("relu", "op", "ReLU", "", "relu", (3,), (4,), (new_call(*c),), False, 1, (), (2,),
+         ((3, 1, 1, 1),))
+    assert new_node(*n) == Node(*n) and new_node(*n).call_index == 1
+    with pytest.raises(Exception):
+        new_value(*v).shape = ()  # still frozen
+
+
+def test_a_build_leaves_no_garbage_cycles():
+    """The recorder and the function mode pointed at each other: every build left a cycle
+    of its bookkeeping for the collector to find and scan."""
+    import gc
+
+    import torchvision
+    model = torchvision.models.mobilenet_v3_small().eval()
+    x = torch.randn(1, 3, 64, 64)
+    tp.DependencyGraph().build_dependency(model, x)  # warm: first-sight checks run once
+    gc.collect()
+    gc.disable()
+    try:
+        DG = tp.DependencyGraph().build_dependency(model, x)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert DG.graph.nodes
