@@ -45,6 +45,17 @@ _DUNDER_NAMES = {"__add__": "add", "__radd__": "add", "__iadd__": "add_", "__sub
                  "__invert__": "invert", "__abs__": "abs"}
 
 
+# torch's parameter-free elementwise layers: each forward is one functional call on its input
+# with float, bool or str settings (no ints, no shape reads), so the Python-level name of
+# that call tells nothing the ATen op does not (exact types: a subclass may do more)
+ELEMENTWISE_LAYERS = frozenset({
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+    nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.LogSigmoid, nn.Dropout, nn.Dropout1d,
+    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+})
+
+
 def _tensor_names(modules) -> tuple[dict[int, str], dict[int, str]]:
     """id -> first qualified name of every parameter and buffer, in one pass."""
     params: dict[int, str] = {}
@@ -109,9 +120,10 @@ class _Recorder:
         # their forward passes to torch are the layer's own business, re-derived after exec
         self.known_leaves: set[int] = set()
         self.in_known_leaf = False
-        # known layers that run torch's own forward (no subclass forward, no hooks of their
-        # own): nothing inside them needs a Python-level name, so the function mode steps
-        # aside while they run (``_FunctionNamer.step_aside``)
+        # known layers, and torch's elementwise activations, that run torch's own forward
+        # (no subclass forward, no hooks of their own): nothing inside them needs a
+        # Python-level name, so the function mode steps aside while they run
+        # (``_FunctionNamer.step_aside``)
         self.plain_leaves: set[int] = set()
         self.namer: "_FunctionNamer | None" = None
         for name, m in modules:
@@ -125,6 +137,8 @@ class _Recorder:
                     self.known_leaves.add(id(m))
                     if runs_torch_forward(m):
                         self.plain_leaves.add(id(m))
+                elif type(m) in ELEMENTWISE_LAYERS and runs_torch_forward(m):
+                    self.plain_leaves.add(id(m))
             else:
                 self.leaf_kind[id(m)] = None
         self.values: dict[int, Value] = {}

@@ -302,3 +302,29 @@ def test_a_build_leaves_no_garbage_cycles():
     finally:
         gc.enable()
     assert DG.graph.nodes
+
+
+def test_elementwise_torch_layers_run_without_the_function_mode():
+    """Inside torch's own activation layers the function mode steps aside (nothing there
+    needs a Python-level name); a functional call, or a subclass with its own forward, is
+    still named."""
+    class MyReLU(nn.ReLU):
+        def forward(self, x):
+            return F.relu(x) * 1.0
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.act = nn.Hardswish()
+            self.mine = MyReLU()
+
+        def forward(self, x):
+            return F.relu(self.mine(self.act(self.conv(x))))
+
+    DG = tp.DependencyGraph().build_dependency(Net().eval(), torch.randn(1, 3, 8, 8))
+    nodes = DG.graph.nodes
+    assert [c.py for c in nodes["act"].calls] == [None]
+    assert [c.py_fn for c in nodes["mine"].calls] == ["relu", "mul"]
+    functional = [n for n in nodes.values() if n.type == "relu" and n.module is None]
+    assert [c.py_fn for n in functional for c in n.calls] == ["relu"]
