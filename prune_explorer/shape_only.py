@@ -309,6 +309,10 @@ def _reduce(args, kwargs):
     return _new(shape, x)
 
 
+# a reduction of real data (an attention mask's sum) is cheap and may be read: computed
+_reduce.placeholders_only = True
+
+
 RULES: dict[object, Callable] = {
     aten.convolution.default: _convolution,
     aten.mm.default: _mm,
@@ -342,7 +346,7 @@ class Op:
     ``id``: an OpOverload hashes in Python, and these lookups run for every op."""
 
     __slots__ = ("func", "name", "packet", "mutates", "rule", "data_dependent", "by_args",
-                 "pointwise")
+                 "pointwise", "placeholders_only")
 
     def __init__(self, func):
         self.func = func  # keeps the overload (and so its id) alive
@@ -356,13 +360,18 @@ class Op:
         if self.rule is None and _is_pointwise(func, self.packet) and \
                 not any(r in self.name for r in _RANDOM):
             self.rule = _pointwise_rule(func)
-            self.rule.pointwise = True
+            self.rule.pointwise = self.rule.placeholders_only = True
         self.pointwise = getattr(self.rule, "pointwise", False)
+        # cheap rules used only on placeholder data: on real data the op runs, as its result
+        # may be read (heavy ops always give placeholders)
+        self.placeholders_only = getattr(self.rule, "placeholders_only", False)
         self.data_dependent = self.packet in DATA_DEPENDENT
         self.by_args = self.packet in ("index", "repeat_interleave")  # depends on the args
 
 
 def _is_pointwise(func, packet: str) -> bool:
+    if "out" in func._overloadname:
+        return False  # ``add.out``: the result is the ``out=`` tensor, not an input
     tags = getattr(func, "tags", ())
     if torch.Tag.pointwise in tags or packet in _UNTAGGED_POINTWISE:
         return True
@@ -423,13 +432,13 @@ def _same_layout(a, b) -> bool:
 def evaluate(func, args, kwargs, tainted: bool = False, o: Op | None = None,
              before_write: Callable | None = None):
     """``(outputs, placeholder)`` of ``func(*args, **kwargs)``: placeholders of the exact
-    layout for the heavy ops this module knows, and for elementwise ops on placeholder data
-    (``tainted``), each rule checked once per signature; else the real result. ``o``: the
-    op's record, when the caller has it. ``before_write`` is called before a mutating op
+    layout for the heavy ops this module knows, and for elementwise ops and reductions on
+    placeholder data (``tainted``), each rule checked once per signature; else the real
+    result. ``o``: the op's record, when the caller has it. ``before_write`` is called before a mutating op
     runs for real (a rule never writes)."""
     o = o or _OPS.get(id(func)) or op(func)
     rule = o.rule
-    if rule is None or (not tainted and o.pointwise):
+    if rule is None or (not tainted and o.placeholders_only):
         if before_write is not None and o.mutates:
             before_write()
         return func(*args, **(kwargs or {})), False

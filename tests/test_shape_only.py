@@ -111,6 +111,18 @@ def test_reduction_rules_match_the_kernels():
         _same_as_kernel(op, x, [1])  # keepdim left at its default
     assert shape_only.RULES[aten.mean.dim]((x.permute(0, 2, 3, 1), [1], True), {}) is None
     assert shape_only.RULES[aten.sum.dim_IntList]((x, [1]), {"dtype": torch.float64}) is None
+    # on real data (an attention mask's sum, read later) the reduction really runs
+    run = shape_only.Run()
+    mask = torch.ones(2, 5)
+    for _ in range(2):  # the second time too, once the signature is checked
+        assert torch.equal(run.call(aten.sum.dim_IntList, (mask, [1]), {}),
+                           torch.full((2,), 5.0))
+        assert not run.is_tainted([run.call(aten.mean.dim, (mask, [1]), {})])
+    placeholder = torch.full((2, 5), 3.0)
+    run.mark(placeholder)
+    again = run.call(aten.sum.dim_IntList, (placeholder, [1]), {})
+    again = run.call(aten.sum.dim_IntList, (placeholder, [1]), {})  # checked: a placeholder
+    assert run.is_tainted([again]) and again.shape == (2,)
 
 
 def test_untagged_and_in_place_elementwise_ops_get_the_pointwise_rule():
@@ -119,7 +131,9 @@ def test_untagged_and_in_place_elementwise_ops_get_the_pointwise_rule():
     for func in (aten.hardswish.default, aten.hardswish_.default, aten.gelu_.default,
                  aten.threshold_.default):
         assert shape_only.op(func).pointwise, func
-    for func in (aten.bernoulli_.float, aten.native_batch_norm.default, aten.mean.dim):
+    # ``hardswish.out`` returns its ``out=`` tensor: the elementwise rule would return the input
+    for func in (aten.bernoulli_.float, aten.native_batch_norm.default, aten.mean.dim,
+                 aten.hardswish.out, aten.add.out):
         assert not shape_only.op(func).pointwise, func
     run = shape_only.Run()
     x = torch.empty(1, 4, 6, 6)
