@@ -371,7 +371,7 @@ def _absorb_dead_ends(dg: DimGraph) -> None:
     readers = dg.readers
     candidates = {key for v, key in dg.producer_call.items()
                   if key[1] >= 0 and v not in readers and v not in outputs}
-    for nid, ci in sorted(candidates, key=lambda k: (k[0], k[1])):
+    for nid, ci in candidates:  # (``handled`` holds sets: the order is never read)
         call = graph.nodes[nid].calls[ci]
         if any(o is not None and (o in readers or o in outputs) for o in call.outputs):
             continue

@@ -103,16 +103,21 @@ def _same(m: nn.Module, x: Shape) -> Shape | None:
     return tuple(x)
 
 
-# exact types only: a subclass may have forward code of its own
+# torch's elementwise layers: any input, the same shape out, and a forward that is one
+# functional call with float, bool or str settings (the tracer's function mode steps aside
+# inside them too: ``recorder``). Exact types only: a subclass may have forward code of its own
+ELEMENTWISE_LAYERS = frozenset({
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU,
+    nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d,
+})
+
 RULES: dict[type, Callable[[nn.Module, Shape], Shape | None]] = {
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
     nn.Linear: _linear,
     nn.BatchNorm1d: _batch_norm((2, 3)), nn.BatchNorm2d: _batch_norm((4,)),
     nn.BatchNorm3d: _batch_norm((5,)),
     nn.LayerNorm: _layer_norm, nn.GroupNorm: _group_norm,
-    **{t: _same for t in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid,
-                          nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU,
-                          nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d)},
+    **{t: _same for t in ELEMENTWISE_LAYERS},
 }
 
 

@@ -25,6 +25,7 @@ from .traced_ints import TracedInt, provenance_of
 from .graph import (ACTIVATION, BUFFER, CONSTANT, INPUT, NODE_LAYER, NODE_OP, PARAM, Call, Node,
                     Ref, Value, new_call, new_node, new_value)
 from .forward_io import iter_tensors
+from .leaf_shapes import ELEMENTWISE_LAYERS
 from .module_state import runs_torch_forward
 
 # Python-level functions that only read metadata: never worth a frame.
@@ -43,17 +44,6 @@ _DUNDER_NAMES = {"__add__": "add", "__radd__": "add", "__iadd__": "add_", "__sub
                  "__mod__": "mod", "__and__": "and", "__or__": "or", "__eq__": "eq",
                  "__ne__": "ne", "__lt__": "lt", "__le__": "le", "__gt__": "gt", "__ge__": "ge",
                  "__invert__": "invert", "__abs__": "abs"}
-
-
-# torch's parameter-free elementwise layers: each forward is one functional call on its input
-# with float, bool or str settings (no ints, no shape reads), so the Python-level name of
-# that call tells nothing the ATen op does not (exact types: a subclass may do more)
-ELEMENTWISE_LAYERS = frozenset({
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
-    nn.Softsign, nn.Tanhshrink, nn.Threshold, nn.LogSigmoid, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
-})
 
 
 def _tensor_names(modules) -> tuple[dict[int, str], dict[int, str]]:
